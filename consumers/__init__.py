@@ -1,0 +1,1 @@
+"""What reads downstream of the worker: ClickHouse sink, finalization, bulletin reader."""

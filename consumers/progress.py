@@ -1,0 +1,103 @@
+"""Has the worker processed (and written) everything already in Kafka?
+
+The counting stage acknowledges a batch only after ClickHouse has it, so a
+committed offset at the high watermark means "in ClickHouse". The check runs
+stage by stage: first the raw topic (everything validated and forwarded),
+then the by-event-id topic as it stands *after* that (everything counted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from hallstats.errors import OperationalError
+from hallstats.settings import Settings
+
+
+@dataclass(frozen=True)
+class Lag:
+    topic: str
+    partition: int
+    committed: int
+    high: int
+
+    @property
+    def behind(self) -> int:
+        return max(0, self.high - self.committed)
+
+
+def _consumer(settings: Settings) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+            "socket.timeout.ms": 5000,
+        }
+    )
+
+
+def lags(settings: Settings, topic: str, consumer: Consumer | None = None) -> list[Lag]:
+    own = consumer or _consumer(settings)
+    try:
+        metadata = own.list_topics(topic, timeout=10)
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            return []
+        tps = [TopicPartition(topic, p) for p in sorted(info.partitions)]
+        committed = own.committed(tps, timeout=10)
+        result = []
+        for tp in committed:
+            _low, high = own.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            done = tp.offset if tp.offset >= 0 else 0
+            result.append(Lag(topic, tp.partition, done, high))
+        return result
+    except KafkaException as exc:
+        raise OperationalError(
+            f"Kafka at {settings.kafka_bootstrap}: cannot read offsets of {topic!r}: {exc}"
+        ) from exc
+    finally:
+        if consumer is None:
+            own.close()
+
+
+def wait_until_caught_up(
+    settings: Settings,
+    timeout: float,
+    *,
+    poll: float = 0.5,
+    on_progress: Callable[[list[Lag]], None] | None = None,
+) -> None:
+    """Block until both stages have committed past what Kafka held on entry."""
+    deadline = time.monotonic() + timeout
+    consumer = _consumer(settings)
+    try:
+        for topic in (settings.topic, settings.by_id_topic):
+            targets = {lag.partition: lag.high for lag in lags(settings, topic, consumer)}
+            while True:
+                current = [
+                    Lag(topic, lag.partition, lag.committed, targets.get(lag.partition, 0))
+                    for lag in lags(settings, topic, consumer)
+                ]
+                if on_progress is not None:
+                    on_progress(current)
+                if all(lag.behind == 0 for lag in current):
+                    break
+                if time.monotonic() > deadline:
+                    behind = ", ".join(
+                        f"partition {lag.partition} at {lag.committed} of {lag.high}"
+                        for lag in current
+                        if lag.behind
+                    )
+                    raise OperationalError(
+                        f"worker group {settings.app_id!r} has not processed everything in "
+                        f"{topic!r} within {timeout:.0f} s ({behind}); is `hallstats worker` "
+                        "running with the same HALLSTATS_APP_ID?"
+                    )
+                time.sleep(poll)
+    finally:
+        consumer.close()

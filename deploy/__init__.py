@@ -1,0 +1,1 @@
+"""Local single-node stack (Kafka KRaft + ClickHouse) for development and tests."""

@@ -1,0 +1,217 @@
+"""The ``hallstats`` command line.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (DataError, e.g. a
+malformed or unfinalized week), 3 operational trouble (a service missing or
+too slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from hallstats.errors import DataError, HallstatsError, OperationalError
+from hallstats.settings import Settings
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _week(text: str) -> object:
+    from schemas.calendar import IsoWeek
+
+    try:
+        return IsoWeek.parse(text)
+    except DataError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from deploy import stack
+
+    if args.action == "up":
+        stack.up(settings, progress=lambda m: err.print(f"[cyan]stack[/]: {m}"))
+    elif args.action == "down":
+        stack.down(settings, progress=lambda m: err.print(f"[cyan]stack[/]: {m}"))
+    states = stack.status(settings)
+    for s in states:
+        mark = "[green]running[/]" if s.running else "[red]stopped[/]"
+        out.print(f"{s.name:<12} {s.address:<22} {mark}  {s.detail}")
+    if args.action == "status":
+        return 0 if all(s.running for s in states) else 3
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
+    from hallstats.emit import emit_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise DataError(f"emit: expected a JSON Lines file, got {str(path)!r} (no such file)")
+    with _bytes_progress(f"emit {path.name}", path.stat().st_size) as advance:
+        report = emit_file(path, settings, validate=not args.no_validate, on_bytes=advance)
+    out.print(f"sent {report.sent}, rejected {report.rejected}")
+    for reason, n in sorted(report.reasons.items()):
+        out.print(f"  rejected {reason}: {n}")
+    if report.rejects_file is not None:
+        out.print(f"  rejected lines written to {report.rejects_file}")
+    return 0
+
+
+class _bytes_progress:  # noqa: N801 - used like a function
+    """A rich progress bar over bytes read, silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        )
+        self._task = self._progress.add_task(label, total=total)
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._progress.start()
+        return lambda n: self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.worker import run
+
+    run(settings, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_finalize(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.finalize import finalize
+    from consumers.progress import Lag
+
+    def show(lags: list[Lag]) -> None:
+        behind = sum(lag.behind for lag in lags)
+        if behind:
+            err.print(f"waiting for the worker: {behind} messages behind", end="\r")
+
+    result = finalize(settings, args.week, timeout=args.timeout, on_progress=show)
+    snap = result.snapshot
+    verb = "finalized" if result.created else "unchanged, latest is"
+    out.print(f"{snap.week} {verb} version {snap.version} ({snap.content_hash[:12]})")
+    if snap.note:
+        out.print(f"  {snap.note}")
+    return 0
+
+
+def cmd_bulletin(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers import bulletin, finalized
+    from consumers.clickhouse import connect, ensure_schema
+
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        snap = finalized.read(client, settings, args.week, args.version)
+    finally:
+        client.disconnect()
+    if args.format == "json":
+        print(json.dumps(bulletin.as_json(snap), ensure_ascii=False, indent=2))
+    else:
+        print(bulletin.paragraph(snap.weekly, snap.year_to_date))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from hallstats import sample
+
+    spec = (
+        sample.SampleSpec()
+        if not args.clean
+        else sample.SampleSpec(resend_rate=0.0, invalid_count=0)
+    )
+    lines = sample.write_jsonl(Path(args.out), spec)
+    out.print(f"wrote {lines} lines to {args.out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from hallstats.demo import run_demo
+
+    run_demo(settings, console=err, keep_worker=args.keep_worker)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hallstats", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="start/stop the local Kafka + ClickHouse (127.0.0.1)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("emit", help="publish a JSON Lines file of events to Kafka")
+    p.add_argument("file")
+    p.add_argument("--no-validate", action="store_true", help="send lines as they are")
+    p.set_defaults(func=cmd_emit)
+
+    p = sub.add_parser("worker", help="run the Faust worker (validate, dedup, count)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("finalize", help="freeze a closed week's figures")
+    p.add_argument("--week", required=True, type=_week, help="ISO week, e.g. 2024-W50")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the worker")
+    p.set_defaults(func=cmd_finalize)
+
+    p = sub.add_parser("bulletin", help="print a week's finalized figures")
+    p.add_argument("--week", required=True, type=_week)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--version", type=int, default=None, help="a given version (default latest)")
+    p.set_defaults(func=cmd_bulletin)
+
+    p = sub.add_parser("sample", help="write the calibrated sample year as JSON Lines")
+    p.add_argument("out")
+    p.add_argument("--clean", action="store_true", help="no re-sends and no invalid lines")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("demo", help="stack up, replay the sample year, finalize 2024-W50, print")
+    p.add_argument("--keep-worker", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return int(args.func(args, settings))
+    except DataError as exc:
+        err.print(f"[red]hallstats: error:[/] {exc}", highlight=False)
+        return 2
+    except OperationalError as exc:
+        err.print(f"[red]hallstats: unavailable:[/] {exc}", highlight=False)
+        return 3
+    except HallstatsError as exc:  # pragma: no cover - every raise uses a subclass
+        err.print(f"[red]hallstats: error:[/] {exc}", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""``hallstats demo`` / ``make demo``: the whole path once, on the local stack.
+
+Stack up, generate the calibrated sample year, start a worker, replay the
+year through Kafka, finalize 2024-W50 and print the bulletin paragraph.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hallstats.errors import OperationalError
+from hallstats.settings import Settings
+
+DEMO_WEEK = "2024-W50"
+
+
+def start_worker(
+    settings: Settings, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The worker as a child process, as operations would run it."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hallstats.cli", "worker"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def run_demo(settings: Settings, *, console: Console, keep_worker: bool = False) -> None:
+    from consumers import bulletin, finalized
+    from consumers.clickhouse import connect
+    from consumers.finalize import finalize
+    from consumers.progress import Lag
+    from deploy import stack
+    from hallstats import sample
+    from hallstats.emit import emit_file
+    from schemas.calendar import IsoWeek
+
+    stack.up(settings, progress=lambda m: console.print(f"[cyan]stack[/]: {m}"))
+    data = settings.stack_dir.resolve() / "sample-2024.jsonl"
+    if not data.exists():
+        console.print(f"generating the calibrated sample year into {data} ...")
+        tmp = data.with_suffix(".tmp")
+        lines = sample.write_jsonl(tmp, sample.SampleSpec())
+        tmp.rename(data)
+        console.print(f"  {lines} lines")
+    proc = start_worker(settings, settings.stack_dir.resolve() / "worker.log")
+    console.print(f"worker started (pid {proc.pid}, log {settings.stack_dir / 'worker.log'})")
+    try:
+        started = time.monotonic()
+        size = data.stat().st_size
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("emit  (bytes)", total=size)
+            report = emit_file(data, settings, on_bytes=lambda n: progress.advance(task, n))
+            count_task = progress.add_task("count (messages behind)", total=None)
+
+            def show(lags: list[Lag]) -> None:
+                if proc.poll() is not None:
+                    raise OperationalError(
+                        f"worker exited with code {proc.returncode}; see its log"
+                    )
+                progress.update(count_task, completed=sum(lag.behind for lag in lags))
+
+            result = finalize(settings, IsoWeek.parse(DEMO_WEEK), on_progress=show)
+        elapsed = time.monotonic() - started
+        console.print(
+            f"sent {report.sent} (client-side rejected {report.rejected}); "
+            f"finalized {DEMO_WEEK} v{result.snapshot.version} in {elapsed:.1f} s"
+        )
+        client = connect(settings)
+        try:
+            snap = finalized.read(client, settings, IsoWeek.parse(DEMO_WEEK))
+        finally:
+            client.disconnect()
+        print(bulletin.paragraph(snap.weekly, snap.year_to_date))
+    finally:
+        if not keep_worker:
+            stop_worker(proc)

@@ -1,0 +1,73 @@
+"""One typed settings object, read from ``HALLSTATS_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that match ``hallstats stack up``.
+
+    Frozen so one object can be shared by agents, sinks and the CLI without
+    anyone changing it underneath the others.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HALLSTATS_", frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic: str = "service-events"
+    dlq_topic: str = "service-events-dlq"
+    app_id: str = Field(default="hallstats", description="Faust app id and consumer group")
+    partitions: int = Field(default=4, ge=1, description="partitions of topics hallstats creates")
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+
+    # ClickHouse (native protocol)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 9000
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "hallstats"
+
+    # Calendar
+    timezone: str = "Asia/Shanghai"
+
+    # Worker
+    worker_batch_size: int = Field(default=2000, ge=1)
+    worker_batch_seconds: float = Field(default=0.5, gt=0)
+    worker_web_port: int = 6066
+    worker_store: str = "memory://"
+    worker_data_dir: Path = Path(".stack/worker")
+
+    # Finalization
+    finalize_timeout_seconds: float = Field(default=180.0, gt=0)
+
+    # Local stack (hallstats stack up|down|status)
+    stack_dir: Path = Path(".stack")
+    cache_dir: Path = Path.home() / ".cache" / "hallstats"
+    kafka_version: str = "4.1.1"
+    clickhouse_http_port: int = 8123
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except Exception as exc:
+            raise ValueError(
+                f"HALLSTATS_TIMEZONE: expected an IANA zone like 'Asia/Shanghai', got {value!r}"
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def by_id_topic(self) -> str:
+        """Internal topic that re-keys valid events by event_id (dedup needs co-location)."""
+        return f"{self.app_id}-{self.topic}-by-event-id"

@@ -1,0 +1,70 @@
+"""ClickHouse DDL, kept to the SQL subset that both the Debian server (18.16)
+and current ClickHouse (chdb) accept.
+
+Exactness comes from idempotent writes: counters are stored as absolute
+values with a version (the source offset of the last event applied) in a
+ReplacingMergeTree and read with ``argMax``, so re-writing a row after a crash
+never double counts.
+"""
+
+from __future__ import annotations
+
+from schemas.catalog import COUNTED_TYPES, EventType
+
+_TYPE_ENUM = "Enum8(" + ", ".join(f"'{t.value}' = {i}" for i, t in enumerate(EventType, 1)) + ")"
+
+
+def statements(database: str) -> list[str]:
+    """Every CREATE needed by the worker and the readers, safe to run repeatedly."""
+    figure_columns = ",\n".join(
+        f"    {scope}_{t.value} UInt64" for scope in ("weekly", "ytd") for t in COUNTED_TYPES
+    )
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {database}",
+        # One row per counter shard: the partition of the by-event-id topic that
+        # owns it, so each Faust partition writes only its own rows.
+        f"""CREATE TABLE IF NOT EXISTS {database}.counters (
+    shard UInt16,
+    period_kind Enum8('day' = 1, 'week' = 2, 'year' = 3),
+    period String,
+    period_start Date,
+    hall_id String,
+    department String,
+    event_type {_TYPE_ENUM},
+    value UInt64,
+    version UInt64,
+    updated_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (period_kind, period, hall_id, department, event_type, shard)""",
+        # Every accepted event once (deduplicated by event_id): the archive that
+        # reconciliation recounts independently of the streaming counters.
+        f"""CREATE TABLE IF NOT EXISTS {database}.events (
+    event_id String,
+    event_type {_TYPE_ENUM},
+    occurred_at DateTime('UTC'),
+    local_date Date,
+    hall_id String,
+    window_id String,
+    department String,
+    item_code String,
+    case_id String,
+    fingerprint String,
+    shard UInt16,
+    source_offset UInt64,
+    ingested_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(source_offset)
+ORDER BY event_id""",
+        f"""CREATE TABLE IF NOT EXISTS {database}.finalized_weeks (
+    week String,
+    version UInt32,
+    week_start Date,
+    week_end Date,
+    ytd_start Date,
+    ytd_end Date,
+    finalized_at DateTime('UTC'),
+{figure_columns},
+    content_hash String,
+    note String
+) ENGINE = MergeTree()
+ORDER BY (week, version)""",
+    ]

@@ -1,0 +1,341 @@
+"""The v1 service event: model, validation and the fixed rejection vocabulary.
+
+Validation is hand-written rather than delegated to a JSON Schema engine
+because it runs on every message in the worker and must name the exact
+reason, field and value of a rejection. ``event.schema.json`` documents the
+same contract for integrators; a test keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from hallstats.errors import DataError
+from schemas.catalog import EventType
+
+SCHEMA_VERSION = 1
+MAX_NAME_CHARS = 64
+FUTURE_TOLERANCE = timedelta(minutes=10)
+EARLIEST_ACCEPTED = datetime(2000, 1, 1, tzinfo=UTC)
+
+_UUID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+# RFC 3339 date-time: full date, 'T', time with optional fraction, and an offset.
+_RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
+)
+_NAME_FIELDS = ("hall_id", "window_id", "department")
+_OPTIONAL_FIELDS = ("item_code", "case_id")
+_REQUIRED_FIELDS = ("schema_version", "event_id", "event_type", "occurred_at", *_NAME_FIELDS)
+
+
+class RejectReason(StrEnum):
+    """Why a message was rejected. A fixed vocabulary: DLQ readers switch on it."""
+
+    OVERSIZE_MESSAGE = "oversize_message"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    INVALID_VALUE = "invalid_value"
+    NAIVE_TIMESTAMP = "naive_timestamp"
+    INVALID_TIMESTAMP = "invalid_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+
+
+REJECT_REASON_DOCS: dict[RejectReason, str] = {
+    RejectReason.OVERSIZE_MESSAGE: "message larger than HALLSTATS_MAX_MESSAGE_BYTES",
+    RejectReason.INVALID_UTF8: "bytes are not valid UTF-8",
+    RejectReason.INVALID_JSON: "text is not parseable JSON",
+    RejectReason.NOT_AN_OBJECT: "JSON value is not an object",
+    RejectReason.MISSING_FIELD: "a required field is absent (or null)",
+    RejectReason.WRONG_TYPE: "a field has the wrong JSON type",
+    RejectReason.UNSUPPORTED_SCHEMA_VERSION: "schema_version is an integer other than 1",
+    RejectReason.UNKNOWN_EVENT_TYPE: "event_type is not one of the catalog's types",
+    RejectReason.INVALID_VALUE: "a string breaks its rule (UUID form, empty, over 64 chars)",
+    RejectReason.NAIVE_TIMESTAMP: "occurred_at has no UTC offset",
+    RejectReason.INVALID_TIMESTAMP: "occurred_at is not an RFC 3339 date-time",
+    RejectReason.FUTURE_TIMESTAMP: "occurred_at is more than 10 minutes after receipt",
+    RejectReason.TIMESTAMP_TOO_OLD: "occurred_at is before 2000-01-01T00:00:00Z",
+    RejectReason.CONFLICTING_DUPLICATE: "event_id seen before with different content",
+}
+
+
+class EventRejected(DataError):
+    """A message that breaks the contract, with a machine-readable reason."""
+
+    def __init__(self, reason: RejectReason, field: str | None, expected: str, got: str) -> None:
+        self.reason = reason
+        self.field = field
+        self.expected = expected
+        self.got = got
+        where = f"field {field!r}" if field else "message"
+        super().__init__(f"{reason.value}: {where}: expected {expected}, got {got}")
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "reason": self.reason.value,
+            "field": self.field,
+            "expected": self.expected,
+            "got": self.got,
+            "message": str(self),
+        }
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """One valid service act (or heartbeat) at a window terminal."""
+
+    event_id: str  # canonical lower-case hyphenated UUID
+    event_type: EventType
+    occurred_at: datetime  # aware; the offset the terminal sent is kept
+    hall_id: str
+    window_id: str
+    department: str
+    item_code: str | None = None
+    case_id: str | None = None
+
+    def canonical(self) -> dict[str, Any]:
+        """Contract fields only, instant normalised to UTC: equal acts give equal dicts."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "event_type": self.event_type.value,
+            "occurred_at": self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "hall_id": self.hall_id,
+            "window_id": self.window_id,
+            "department": self.department,
+            "item_code": self.item_code,
+            "case_id": self.case_id,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.canonical(), ensure_ascii=False, separators=(",", ":")).encode()
+
+    def fingerprint(self) -> str:
+        """Content hash that tells a faithful re-send from a conflicting one."""
+        body = json.dumps(self.canonical(), ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    @classmethod
+    def from_canonical(cls, data: dict[str, Any]) -> ServiceEvent:
+        """Rebuild an event hallstats itself serialised (already validated)."""
+        return cls(
+            event_id=data["event_id"],
+            event_type=EventType(data["event_type"]),
+            occurred_at=datetime.fromisoformat(data["occurred_at"]),
+            hall_id=data["hall_id"],
+            window_id=data["window_id"],
+            department=data["department"],
+            item_code=data.get("item_code"),
+            case_id=data.get("case_id"),
+        )
+
+
+def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
+    """RFC 3339 with an explicit offset; naive or malformed times are rejected."""
+    if not isinstance(value, str):
+        raise EventRejected(
+            RejectReason.WRONG_TYPE,
+            field,
+            "an RFC 3339 string",
+            f"{type(value).__name__} {_show(value)}",
+        )
+    match = _RFC3339_RE.match(value)
+    if match is None:
+        raise EventRejected(
+            RejectReason.INVALID_TIMESTAMP,
+            field,
+            "RFC 3339 like 2024-12-09T09:30:00+08:00",
+            _show(value),
+        )
+    if match.group(8) is None:
+        raise EventRejected(
+            RejectReason.NAIVE_TIMESTAMP,
+            field,
+            "an explicit offset ('Z' or '+08:00')",
+            _show(value),
+        )
+    try:
+        moment = datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise EventRejected(
+            RejectReason.INVALID_TIMESTAMP,
+            field,
+            "a real calendar date and time",
+            f"{_show(value)} ({exc})",
+        ) from exc
+    offset = moment.utcoffset()
+    if offset is None or abs(offset) >= timedelta(hours=24):  # pragma: no cover - regex bounds it
+        raise EventRejected(
+            RejectReason.INVALID_TIMESTAMP, field, "an offset under 24h", _show(value)
+        )
+    return moment
+
+
+def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
+    value = data.get(field)
+    if value is None:
+        if required:
+            raise EventRejected(RejectReason.MISSING_FIELD, field, "a non-empty string", "nothing")
+        return None
+    if not isinstance(value, str):
+        raise EventRejected(
+            RejectReason.WRONG_TYPE, field, "a string", f"{type(value).__name__} {_show(value)}"
+        )
+    if required and not value:
+        raise EventRejected(RejectReason.INVALID_VALUE, field, "a non-empty string", '""')
+    if required and len(value) > MAX_NAME_CHARS:
+        raise EventRejected(
+            RejectReason.INVALID_VALUE,
+            field,
+            f"at most {MAX_NAME_CHARS} characters",
+            f"{len(value)} characters {_show(value)}",
+        )
+    return value
+
+
+def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
+    """Check a decoded JSON value against the v1 contract.
+
+    ``now`` enables the receipt-time checks (future / before 2000); callers
+    that replay stored events pass ``None`` to skip the future check.
+    """
+    if not isinstance(data, dict):
+        raise EventRejected(
+            RejectReason.NOT_AN_OBJECT,
+            None,
+            "a JSON object",
+            f"{type(data).__name__} {_show(data)}",
+        )
+    for field in _REQUIRED_FIELDS:
+        if data.get(field) is None:
+            raise EventRejected(
+                RejectReason.MISSING_FIELD, field, "the field to be present", "nothing"
+            )
+
+    version = data["schema_version"]
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)  # JSON Schema's "integer" includes 1.0
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise EventRejected(
+            RejectReason.WRONG_TYPE,
+            "schema_version",
+            "integer 1",
+            f"{type(version).__name__} {_show(version)}",
+        )
+    if version != SCHEMA_VERSION:
+        raise EventRejected(
+            RejectReason.UNSUPPORTED_SCHEMA_VERSION, "schema_version", "integer 1", _show(version)
+        )
+
+    event_id = data["event_id"]
+    if not isinstance(event_id, str):
+        raise EventRejected(
+            RejectReason.WRONG_TYPE,
+            "event_id",
+            "a UUID string",
+            f"{type(event_id).__name__} {_show(event_id)}",
+        )
+    if not _UUID_RE.match(event_id):
+        raise EventRejected(
+            RejectReason.INVALID_VALUE,
+            "event_id",
+            "a UUID like 123e4567-e89b-42d3-a456-426614174000",
+            _show(event_id),
+        )
+
+    raw_type = data["event_type"]
+    if not isinstance(raw_type, str):
+        raise EventRejected(
+            RejectReason.WRONG_TYPE,
+            "event_type",
+            "a string",
+            f"{type(raw_type).__name__} {_show(raw_type)}",
+        )
+    try:
+        event_type = EventType(raw_type)
+    except ValueError:
+        raise EventRejected(
+            RejectReason.UNKNOWN_EVENT_TYPE,
+            "event_type",
+            "one of " + ", ".join(t.value for t in EventType),
+            _show(raw_type),
+        ) from None
+
+    occurred_at = parse_timestamp(data["occurred_at"])
+    if occurred_at < EARLIEST_ACCEPTED:
+        raise EventRejected(
+            RejectReason.TIMESTAMP_TOO_OLD,
+            "occurred_at",
+            "2000-01-01T00:00:00Z or later",
+            _show(data["occurred_at"]),
+        )
+    if now is not None and occurred_at > now + FUTURE_TOLERANCE:
+        raise EventRejected(
+            RejectReason.FUTURE_TIMESTAMP,
+            "occurred_at",
+            f"no later than 10 minutes after receipt ({now.astimezone(UTC).isoformat()})",
+            _show(data["occurred_at"]),
+        )
+
+    names = {field: _name(data, field, required=True) for field in _NAME_FIELDS}
+    optional = {field: _name(data, field, required=False) for field in _OPTIONAL_FIELDS}
+    return ServiceEvent(
+        event_id=event_id.lower(),
+        event_type=event_type,
+        occurred_at=occurred_at,
+        hall_id=str(names["hall_id"]),
+        window_id=str(names["window_id"]),
+        department=str(names["department"]),
+        item_code=optional["item_code"],
+        case_id=optional["case_id"],
+    )
+
+
+def parse_event(raw: bytes, *, max_bytes: int, now: datetime | None = None) -> ServiceEvent:
+    """Decode and validate one Kafka message value."""
+    if raw is None:
+        raise EventRejected(
+            RejectReason.INVALID_JSON, None, "a JSON object", "an empty (null) message"
+        )
+    if len(raw) > max_bytes:
+        raise EventRejected(
+            RejectReason.OVERSIZE_MESSAGE, None, f"at most {max_bytes} bytes", f"{len(raw)} bytes"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected(
+            RejectReason.INVALID_UTF8,
+            None,
+            "UTF-8 text",
+            f"byte 0x{raw[exc.start]:02x} at position {exc.start}",
+        ) from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        detail = (
+            f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else "nesting too deep"
+        )
+        raise EventRejected(RejectReason.INVALID_JSON, None, "a JSON object", detail) from None
+    return validate_object(data, now=now)

@@ -1,0 +1,242 @@
+"""The Faust app: two stages joined by a topic keyed by event_id.
+
+1. ``validate`` reads raw terminal messages (keyed any way, or not at all),
+   sends rejections to the DLQ and forwards valid events re-keyed by
+   event_id, so every copy of one event meets in one partition.
+2. ``count`` dedups by event_id and maintains day/week/year counters in
+   Faust tables (see :mod:`streams.ledger`), writes them to ClickHouse, and
+   only then acknowledges its input. A commit therefore always means "in
+   ClickHouse", which is what ``hallstats finalize`` waits for.
+
+Both stages acknowledge a batch only after its effects are durable, using
+``noack_take`` + explicit ``ack`` (``take`` would ack a failed batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from consumers.clickhouse_sink import ClickHouseSink
+from hallstats.settings import Settings
+from schemas.events import EventRejected, RejectReason, ServiceEvent, parse_event
+from streams.dlq import SourcePosition, dead_letter
+from streams.ledger import CounterKey, CounterValue, Record, SeenRecord, apply_batch
+
+log = logging.getLogger(__name__)
+
+
+class _TableMap(MutableMapping[Any, Any]):
+    """Typed view over a Faust table, addressed per source partition.
+
+    Faust picks a table entry's changelog partition (and, for RocksDB, its
+    store) from the *current event*. In batch processing that is merely the
+    last event of the batch, so every access first makes an event of the
+    key's own partition current.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        encode_key: Callable[[Any], Any],
+        decode_value: Callable[[Any], Any],
+        encode_value: Callable[[Any], Any],
+        partition_of: Callable[[Any], int],
+    ) -> None:
+        self._table = table
+        self._ek = encode_key
+        self._dv = decode_value
+        self._ev = encode_value
+        self._partition_of = partition_of
+        self.events: dict[int, Any] = {}  # partition -> an event of the current batch
+
+    def _enter(self, key: Any) -> None:
+        _current_event.set(weakref.ref(self.events[self._partition_of(key)]))
+
+    def __getitem__(self, key: Any) -> Any:
+        self._enter(key)
+        raw = self._table.get(self._ek(key))
+        if raw is None:
+            raise KeyError(key)
+        return self._dv(raw)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._enter(key)
+        self._table[self._ek(key)] = self._ev(value)
+
+    def __delitem__(self, key: Any) -> None:  # pragma: no cover - never deleted
+        self._enter(key)
+        del self._table[self._ek(key)]
+
+    def __iter__(self) -> Iterator[Any]:  # pragma: no cover - not needed by the ledger
+        raise NotImplementedError("iteration over a partitioned table is not supported")
+
+    def __len__(self) -> int:  # pragma: no cover
+        return len(self._table)
+
+
+def _fatal_on_error(
+    agent: Callable[[faust.StreamT[Any]], Awaitable[None]],
+) -> Callable[[faust.StreamT[Any]], Awaitable[None]]:
+    """Exit the process when an agent fails instead of letting Faust restart it.
+
+    A restarted agent loses its unacknowledged batch from the stream, so its
+    partitions would stall. Exiting keeps the invariant simple: a restart
+    resumes from the last commit, and idempotent state absorbs the replay.
+    """
+
+    @functools.wraps(agent)
+    async def guarded(stream: faust.StreamT[Any]) -> None:
+        try:
+            await agent(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.critical(
+                "agent %s failed; exiting (restart resumes from the last commit)",
+                agent.__name__,
+                exc_info=True,
+            )
+            logging.shutdown()
+            os._exit(70)
+
+    return guarded
+
+
+def build_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store=settings.worker_store,
+        datadir=str(settings.worker_data_dir.resolve() / settings.app_id),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_port=settings.worker_web_port,
+        web_bind="127.0.0.1",
+        stream_buffer_maxsize=max(4096, settings.worker_batch_size * 2),
+        broker_commit_every=settings.worker_batch_size,
+        broker_commit_interval=1.0,
+    )
+    raw_topic = app.topic(settings.topic, key_serializer="raw", value_serializer="raw")
+    by_id = app.topic(
+        settings.by_id_topic,
+        partitions=settings.partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+    seen_table = app.Table("seen", partitions=settings.partitions, key_type=str)
+    counter_table = app.Table("counters", partitions=settings.partitions, key_type=str)
+    id_partition: dict[str, int] = {}  # event_id -> its partition, for the current batch
+    seen = _TableMap(
+        seen_table,
+        lambda k: k,
+        lambda v: SeenRecord(v[0], v[1]),
+        lambda v: [v.fingerprint, v.offset],
+        id_partition.__getitem__,
+    )
+    counters = _TableMap(
+        counter_table,
+        CounterKey.encode,
+        lambda v: CounterValue(v[0], v[1]),
+        lambda v: [v.value, v.version],
+        lambda k: int(k.shard),
+    )
+    sink_holder: list[ClickHouseSink] = []
+
+    def sink() -> ClickHouseSink:
+        if not sink_holder:
+            sink_holder.append(ClickHouseSink(settings))
+            sink_holder[0].ensure_schema()
+        return sink_holder[0]
+
+    @app.agent(raw_topic)
+    @_fatal_on_error
+    async def validate(stream: Any) -> None:
+        async for batch in stream.noack().noack_take(
+            settings.worker_batch_size, within=settings.worker_batch_seconds
+        ):
+            now = datetime.now(UTC)
+            pending = []
+            for event in batch:
+                msg = event.message
+                try:
+                    parsed = parse_event(msg.value, max_bytes=settings.max_message_bytes, now=now)
+                except EventRejected as rejection:
+                    source = SourcePosition(
+                        msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+                    )
+                    value = dead_letter(rejection.as_dict(), msg.value, source, msg.key, now)
+                    pending.append(
+                        await dlq.send(
+                            key=msg.key,
+                            value=value,
+                            headers={"reason": rejection.reason.value.encode()},
+                        )
+                    )
+                    continue
+                pending.append(
+                    await by_id.send(key=parsed.event_id.encode(), value=parsed.to_json())
+                )
+            await asyncio.gather(*pending)
+            for event in batch:
+                await stream.ack(event)
+
+    @app.agent(by_id)
+    @_fatal_on_error
+    async def count(stream: Any) -> None:
+        async for batch in stream.noack().noack_take(
+            settings.worker_batch_size, within=settings.worker_batch_seconds
+        ):
+            records = [
+                Record(
+                    e.message.partition,
+                    e.message.offset,
+                    ServiceEvent.from_canonical(json.loads(e.message.value)),
+                )
+                for e in batch
+            ]
+            by_partition = {e.message.partition: e for e in batch}
+            seen.events = counters.events = by_partition
+            id_partition.clear()
+            id_partition.update((r.event.event_id, r.shard) for r in records)
+            outcome = apply_batch(records, seen, counters, settings.zone)
+            pending = []
+            now = datetime.now(UTC)
+            for record, previous in outcome.conflicts:
+                rejection = EventRejected(
+                    RejectReason.CONFLICTING_DUPLICATE,
+                    "event_id",
+                    f"the content first seen at offset {previous.offset} "
+                    f"(fingerprint {previous.fingerprint})",
+                    f"different content (fingerprint {record.event.fingerprint()})",
+                )
+                source = SourcePosition(settings.by_id_topic, record.shard, record.offset, None)
+                raw = record.event.to_json()
+                pending.append(
+                    await dlq.send(
+                        key=record.event.event_id.encode(),
+                        value=dead_letter(rejection.as_dict(), raw, source, None, now),
+                        headers={"reason": rejection.reason.value.encode()},
+                    )
+                )
+            await asyncio.to_thread(sink().write, outcome.dirty, outcome.owned)
+            await asyncio.gather(*pending)
+            for event in batch:
+                await stream.ack(event)
+
+    return app

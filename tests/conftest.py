@@ -1,0 +1,104 @@
+"""Session fixtures that start the real services, and per-test isolation.
+
+Kafka and ClickHouse are started once per session through the project's own
+``deploy.stack`` (the same code as ``hallstats stack up``) and stopped at the
+end if this session started them. Each test gets its own topics, consumer
+group and ClickHouse database, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hallstats.errors import OperationalError
+from hallstats.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The HALLSTATS_* environment that reproduces ``settings`` in a child process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"HALLSTATS_{name.upper()}"] = str(plain)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """The real Kafka broker and ClickHouse server, ready or a clear failure."""
+    from deploy import stack as local_stack
+
+    base = Settings(stack_dir=ROOT / ".stack")
+    already = all(s.running for s in local_stack.status(base))
+    try:
+        local_stack.up(base, progress=lambda m: print(f"stack: {m}", file=sys.stderr))
+        local_stack.wait_for_kafka(base, 60)
+        local_stack.wait_for_clickhouse(base, 60)
+    except OperationalError as exc:
+        pytest.fail(f"could not start the test services (Kafka, ClickHouse): {exc}", pytrace=False)
+    yield base
+    if not already and not os.environ.get("HALLSTATS_KEEP_STACK"):
+        local_stack.down(base, progress=lambda m: None)
+
+
+@pytest.fixture
+def isolated(stack: Settings, tmp_path: Path) -> Settings:
+    """Settings with this test's own topics, consumer group and database."""
+    from hallstats.emit import ensure_topics
+
+    uid = uuid.uuid4().hex[:10]
+    settings = stack.model_copy(
+        update={
+            "topic": f"t{uid}-events",
+            "dlq_topic": f"t{uid}-events-dlq",
+            "app_id": f"hs{uid}",
+            "clickhouse_database": f"hs_{uid}",
+            "worker_web_port": free_port(),
+            "worker_data_dir": tmp_path / "worker",
+            "worker_batch_seconds": 0.2,
+        }
+    )
+    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
+    return settings
+
+
+Worker = Callable[[Settings], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    """Start ``hallstats worker`` processes for a test; all are stopped afterwards."""
+    from hallstats.demo import start_worker, stop_worker
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"worker-{len(procs)}.log"
+        proc = start_worker(settings, log, env=settings_env(settings))
+        procs.append(proc)
+        return proc
+
+    yield start
+    crashed = [p for p in procs if p.poll() not in (None, 0, -15)]
+    for proc in procs:
+        stop_worker(proc)
+    for index, proc in enumerate(procs):
+        if proc in crashed:
+            tail = (tmp_path / f"worker-{index}.log").read_text(errors="replace")[-3000:]
+            pytest.fail(f"worker {index} exited with {proc.returncode}; log tail:\n{tail}")

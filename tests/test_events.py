@@ -1,0 +1,195 @@
+"""Validation of every bad-input class, and the JSON Schema kept in step with it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from schemas.catalog import EventType
+from schemas.events import REJECT_REASON_DOCS, EventRejected, RejectReason, parse_event
+
+NOW = datetime(2024, 12, 20, 12, 0, tzinfo=UTC)
+SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "event.schema.json").read_text())
+
+
+def good(**changes: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": "3f2b8c1e-5a4d-4e6f-8a9b-0c1d2e3f4a5b",
+        "event_type": "accept",
+        "occurred_at": "2024-12-09T09:30:00+08:00",
+        "hall_id": "hall-provincial",
+        "window_id": "W07",
+        "department": "民政厅",
+        "item_code": "MZ-001",
+        "case_id": None,
+    }
+    for key, value in changes.items():
+        if value is _DROP:
+            event.pop(key)
+        else:
+            event[key] = value
+    return event
+
+
+_DROP = object()
+
+
+def encode(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def reject(raw: bytes) -> EventRejected:
+    with pytest.raises(EventRejected) as info:
+        parse_event(raw, max_bytes=4096, now=NOW)
+    return info.value
+
+
+def test_valid_event_parses_and_keeps_its_instant() -> None:
+    event = parse_event(encode(good(extra_field="ignored")), max_bytes=4096, now=NOW)
+    assert event.event_type is EventType.ACCEPT
+    assert event.occurred_at == datetime(2024, 12, 9, 1, 30, tzinfo=UTC)
+    assert event.department == "民政厅"
+
+
+def test_same_act_in_z_form_has_the_same_fingerprint() -> None:
+    a = parse_event(encode(good()), max_bytes=4096)
+    b = parse_event(
+        encode(good(occurred_at="2024-12-09T01:30:00Z", event_id=good()["event_id"].upper())),
+        max_bytes=4096,
+    )
+    assert a.fingerprint() == b.fingerprint()
+    c = parse_event(encode(good(window_id="W08")), max_bytes=4096)
+    assert c.fingerprint() != a.fingerprint()
+
+
+CASES: list[tuple[str, bytes, RejectReason, str | None]] = [
+    ("non-utf8", b'{"event_id": "\xff\xfe"}', RejectReason.INVALID_UTF8, None),
+    ("broken json", b'{"schema_version": 1,', RejectReason.INVALID_JSON, None),
+    ("empty", b"", RejectReason.INVALID_JSON, None),
+    ("array", b"[1, 2]", RejectReason.NOT_AN_OBJECT, None),
+    ("string", b'"hello"', RejectReason.NOT_AN_OBJECT, None),
+    ("missing id", encode(good(event_id=_DROP)), RejectReason.MISSING_FIELD, "event_id"),
+    ("null hall", encode(good(hall_id=None)), RejectReason.MISSING_FIELD, "hall_id"),
+    ("missing time", encode(good(occurred_at=_DROP)), RejectReason.MISSING_FIELD, "occurred_at"),
+    ("missing dept", encode(good(department=_DROP)), RejectReason.MISSING_FIELD, "department"),
+    ("version str", encode(good(schema_version="1")), RejectReason.WRONG_TYPE, "schema_version"),
+    ("version bool", encode(good(schema_version=True)), RejectReason.WRONG_TYPE, "schema_version"),
+    ("version 1.5", encode(good(schema_version=1.5)), RejectReason.WRONG_TYPE, "schema_version"),
+    (
+        "version 2",
+        encode(good(schema_version=2)),
+        RejectReason.UNSUPPORTED_SCHEMA_VERSION,
+        "schema_version",
+    ),
+    ("id number", encode(good(event_id=12345)), RejectReason.WRONG_TYPE, "event_id"),
+    ("id not uuid", encode(good(event_id="not-a-uuid")), RejectReason.INVALID_VALUE, "event_id"),
+    ("type number", encode(good(event_type=3)), RejectReason.WRONG_TYPE, "event_type"),
+    (
+        "unknown type",
+        encode(good(event_type="approve")),
+        RejectReason.UNKNOWN_EVENT_TYPE,
+        "event_type",
+    ),
+    ("type case", encode(good(event_type="Accept")), RejectReason.UNKNOWN_EVENT_TYPE, "event_type"),
+    (
+        "naive time",
+        encode(good(occurred_at="2024-12-09T09:30:00")),
+        RejectReason.NAIVE_TIMESTAMP,
+        "occurred_at",
+    ),
+    (
+        "date only",
+        encode(good(occurred_at="2024-12-09")),
+        RejectReason.INVALID_TIMESTAMP,
+        "occurred_at",
+    ),
+    (
+        "garbage time",
+        encode(good(occurred_at="yesterday")),
+        RejectReason.INVALID_TIMESTAMP,
+        "occurred_at",
+    ),
+    (
+        "bad day",
+        encode(good(occurred_at="2024-02-30T09:00:00Z")),
+        RejectReason.INVALID_TIMESTAMP,
+        "occurred_at",
+    ),
+    (
+        "bad hour",
+        encode(good(occurred_at="2024-12-09T25:00:00Z")),
+        RejectReason.INVALID_TIMESTAMP,
+        "occurred_at",
+    ),
+    ("epoch number", encode(good(occurred_at=1733707800)), RejectReason.WRONG_TYPE, "occurred_at"),
+    (
+        "future",
+        encode(good(occurred_at="2024-12-20T12:11:00Z")),
+        RejectReason.FUTURE_TIMESTAMP,
+        "occurred_at",
+    ),
+    (
+        "too old",
+        encode(good(occurred_at="1999-12-31T23:59:59Z")),
+        RejectReason.TIMESTAMP_TOO_OLD,
+        "occurred_at",
+    ),
+    ("empty hall", encode(good(hall_id="")), RejectReason.INVALID_VALUE, "hall_id"),
+    ("long window", encode(good(window_id="w" * 65)), RejectReason.INVALID_VALUE, "window_id"),
+    ("dept list", encode(good(department=["民政厅"])), RejectReason.WRONG_TYPE, "department"),
+    ("item number", encode(good(item_code=7)), RejectReason.WRONG_TYPE, "item_code"),
+    ("oversize", encode(good(case_id="x" * 5000)), RejectReason.OVERSIZE_MESSAGE, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_rejections_name_reason_field_and_value(
+    raw: bytes, reason: RejectReason, field: str | None
+) -> None:
+    rejection = reject(raw)
+    assert rejection.reason is reason
+    assert rejection.field == field
+    body = rejection.as_dict()
+    assert body["reason"] == reason.value
+    assert body["expected"] and body["got"]
+    assert reason.value in str(rejection)
+
+
+def test_64_characters_is_the_limit_in_characters_not_bytes() -> None:
+    parse_event(encode(good(department="厅" * 64)), max_bytes=4096, now=NOW)
+
+
+def test_ten_minutes_in_the_future_is_still_accepted() -> None:
+    parse_event(encode(good(occurred_at="2024-12-20T12:10:00Z")), max_bytes=4096, now=NOW)
+
+
+def test_integral_float_version_is_integer_1_as_in_json_schema() -> None:
+    parse_event(encode(good(schema_version=1.0)), max_bytes=4096, now=NOW)
+
+
+def test_every_reason_is_documented() -> None:
+    assert set(REJECT_REASON_DOCS) == set(RejectReason)
+
+
+def test_json_schema_agrees_with_the_validator() -> None:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    assert validator.is_valid(good())
+    schema_checkable = {
+        RejectReason.MISSING_FIELD,
+        RejectReason.WRONG_TYPE,
+        RejectReason.UNSUPPORTED_SCHEMA_VERSION,
+        RejectReason.UNKNOWN_EVENT_TYPE,
+        RejectReason.INVALID_VALUE,
+        RejectReason.NAIVE_TIMESTAMP,
+    }
+    for name, raw, reason, _field in CASES:
+        if reason in schema_checkable:
+            assert not validator.is_valid(json.loads(raw)), name
