@@ -27,7 +27,7 @@ _COUNTER_COLUMNS = (
 )
 _EVENT_COLUMNS = (
     "event_id, event_type, occurred_at, local_date, hall_id, window_id, department, "
-    "item_code, case_id, fingerprint, shard, source_offset, ingested_at"
+    "item_code, case_id, fingerprint, shard, source_position, ingested_at"
 )
 
 
@@ -81,7 +81,7 @@ class ClickHouseSink:
                 r.event.case_id or "",
                 r.event.fingerprint(),
                 r.shard,
-                r.offset,
+                r.position,
                 now,
             )
             for r in owned

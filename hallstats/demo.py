@@ -80,16 +80,20 @@ def run_demo(settings: Settings, *, console: Console, keep_worker: bool = False)
         ) as progress:
             task = progress.add_task("emit  (bytes)", total=size)
             report = emit_file(data, settings, on_bytes=lambda n: progress.advance(task, n))
-            count_task = progress.add_task("count (messages behind)", total=None)
+            count_task = progress.add_task("worker: catching up", total=None)
 
             def show(lags: list[Lag]) -> None:
                 if proc.poll() is not None:
                     raise OperationalError(
                         f"worker exited with code {proc.returncode}; see its log"
                     )
-                progress.update(count_task, completed=sum(lag.behind for lag in lags))
+                behind = sum(lag.behind for lag in lags)
+                stage = "validate" if lags and lags[0].topic == settings.topic else "count"
+                progress.update(
+                    count_task, description=f"worker: {stage}, {behind} messages behind"
+                )
 
-            result = finalize(settings, IsoWeek.parse(DEMO_WEEK), on_progress=show)
+            result = finalize(settings, IsoWeek.parse(DEMO_WEEK), timeout=1800, on_progress=show)
         elapsed = time.monotonic() - started
         console.print(
             f"sent {report.sent} (client-side rejected {report.rejected}); "

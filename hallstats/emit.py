@@ -64,6 +64,7 @@ def producer(settings: Settings) -> Producer:
             "batch.size": 1_000_000,
             "compression.type": "lz4",
             "message.timeout.ms": 120_000,
+            "log_level": 3,  # librdkafka warnings ("coordinator load in progress") are noise
         }
     )
 

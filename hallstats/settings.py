@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     worker_data_dir: Path = Path(".stack/worker")
 
     # Finalization
-    finalize_timeout_seconds: float = Field(default=180.0, gt=0)
+    finalize_timeout_seconds: float = Field(default=600.0, gt=0)
 
     # Local stack (hallstats stack up|down|status)
     stack_dir: Path = Path(".stack")

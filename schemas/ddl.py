@@ -50,9 +50,9 @@ ORDER BY (period_kind, period, hall_id, department, event_type, shard)""",
     case_id String,
     fingerprint String,
     shard UInt16,
-    source_offset UInt64,
+    source_position UInt64,
     ingested_at DateTime('UTC')
-) ENGINE = ReplacingMergeTree(source_offset)
+) ENGINE = ReplacingMergeTree(source_position)
 ORDER BY event_id""",
         f"""CREATE TABLE IF NOT EXISTS {database}.finalized_weeks (
     week String,

@@ -8,6 +8,7 @@ same contract for integrators; a test keeps the two in agreement.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -129,10 +130,14 @@ class ServiceEvent:
     def to_json(self) -> bytes:
         return json.dumps(self.canonical(), ensure_ascii=False, separators=(",", ":")).encode()
 
-    def fingerprint(self) -> str:
-        """Content hash that tells a faithful re-send from a conflicting one."""
+    @functools.cached_property
+    def fingerprint_(self) -> str:
         body = json.dumps(self.canonical(), ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def fingerprint(self) -> str:
+        """Content hash that tells a faithful re-send from a conflicting one (cached)."""
+        return self.fingerprint_
 
     @classmethod
     def from_canonical(cls, data: dict[str, Any]) -> ServiceEvent:

@@ -1,12 +1,13 @@
-"""The Faust app: two stages joined by a topic keyed by event_id.
+"""The Faust app: two stages joined by a topic partitioned by event_id.
 
 1. ``validate`` reads raw terminal messages (keyed any way, or not at all),
-   sends rejections to the DLQ and forwards valid events re-keyed by
-   event_id, so every copy of one event meets in one partition.
-2. ``count`` dedups by event_id and maintains day/week/year counters in
-   Faust tables (see :mod:`streams.ledger`), writes them to ClickHouse, and
-   only then acknowledges its input. A commit therefore always means "in
-   ClickHouse", which is what ``hallstats finalize`` waits for.
+   sends rejections to the DLQ and forwards valid events in bundles to the
+   partition their event_id hashes to (:mod:`streams.bundles`), so every copy
+   of one event meets in one partition.
+2. ``count`` dedups by event_id (:mod:`streams.ownership`), maintains
+   day/week/year counters in a Faust table (:mod:`streams.ledger`), writes them
+   to ClickHouse, and only then acknowledges its input. A commit therefore
+   always means "in ClickHouse", which is what ``hallstats finalize`` waits for.
 
 Both stages acknowledge a batch only after its effects are durable, using
 ``noack_take`` + explicit ``ack`` (``take`` would ack a failed batch).
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,8 +31,10 @@ from faust.streams import _current_event
 from consumers.clickhouse_sink import ClickHouseSink
 from hallstats.settings import Settings
 from schemas.events import EventRejected, RejectReason, ServiceEvent, parse_event
+from streams import bundles
 from streams.dlq import SourcePosition, dead_letter
-from streams.ledger import CounterKey, CounterValue, Record, SeenRecord, apply_batch
+from streams.ledger import CounterKey, CounterValue, Record, apply_batch
+from streams.ownership import OwnershipIndex, bundle_key
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,8 @@ def build_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         producer_acks=-1,
+        producer_compression_type="lz4",
+        producer_max_request_size=2 * bundles.MAX_BUNDLE_BYTES,
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_port=settings.worker_web_port,
@@ -139,16 +144,14 @@ def build_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
-    seen_table = app.Table("seen", partitions=settings.partitions, key_type=str)
+    owners_table = app.Table("owners", partitions=settings.partitions, key_type=str)
     counter_table = app.Table("counters", partitions=settings.partitions, key_type=str)
-    id_partition: dict[str, int] = {}  # event_id -> its partition, for the current batch
-    seen = _TableMap(
-        seen_table,
-        lambda k: k,
-        lambda v: SeenRecord(v[0], v[1]),
-        lambda v: [v.fingerprint, v.offset],
-        id_partition.__getitem__,
-    )
+
+    def load_owners(partition: int) -> Iterable[tuple[str, Any]]:
+        prefix = f"{partition}:"
+        return [(k, v) for k, v in owners_table.items() if k.startswith(prefix)]
+
+    seen = OwnershipIndex(load_owners, lambda eid: bundles.partition_for(eid, settings.partitions))
     counters = _TableMap(
         counter_table,
         CounterKey.encode,
@@ -156,6 +159,15 @@ def build_app(settings: Settings) -> faust.App:
         lambda v: [v.value, v.version],
         lambda k: int(k.shard),
     )
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(*_args: Any, **_kwargs: Any) -> None:
+        seen.forget()
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(*_args: Any, **_kwargs: Any) -> None:
+        seen.forget()
+
     sink_holder: list[ClickHouseSink] = []
 
     def sink() -> ClickHouseSink:
@@ -172,6 +184,7 @@ def build_app(settings: Settings) -> faust.App:
         ):
             now = datetime.now(UTC)
             pending = []
+            targets: dict[int, list[ServiceEvent]] = defaultdict(list)
             for event in batch:
                 msg = event.message
                 try:
@@ -189,9 +202,10 @@ def build_app(settings: Settings) -> faust.App:
                         )
                     )
                     continue
-                pending.append(
-                    await by_id.send(key=parsed.event_id.encode(), value=parsed.to_json())
-                )
+                targets[bundles.partition_for(parsed.event_id, settings.partitions)].append(parsed)
+            for partition, events in sorted(targets.items()):
+                for bundle in bundles.pack(events):
+                    pending.append(await by_id.send(value=bundle, partition=partition))
             await asyncio.gather(*pending)
             for event in batch:
                 await stream.ack(event)
@@ -199,38 +213,46 @@ def build_app(settings: Settings) -> faust.App:
     @app.agent(by_id)
     @_fatal_on_error
     async def count(stream: Any) -> None:
-        async for batch in stream.noack().noack_take(
-            settings.worker_batch_size, within=settings.worker_batch_seconds
-        ):
+        async for batch in stream.noack().noack_take(64, within=settings.worker_batch_seconds):
             records = [
-                Record(
-                    e.message.partition,
-                    e.message.offset,
-                    ServiceEvent.from_canonical(json.loads(e.message.value)),
-                )
+                Record(e.message.partition, bundles.position(e.message.offset, i), event)
                 for e in batch
+                for i, event in enumerate(bundles.unpack(e.message.value))
             ]
             by_partition = {e.message.partition: e for e in batch}
-            seen.events = counters.events = by_partition
-            id_partition.clear()
-            id_partition.update((r.event.event_id, r.shard) for r in records)
+            counters.events = by_partition
             outcome = apply_batch(records, seen, counters, settings.zone)
+            claims: dict[tuple[int, int], list[list[Any]]] = defaultdict(list)
+            for r in outcome.first_seen:
+                offset = r.position >> bundles.INDEX_BITS
+                claims[(r.shard, offset)].append(
+                    [r.event.event_id, r.event.fingerprint(), r.position]
+                )
+            for (partition, offset), entries in claims.items():
+                _current_event.set(weakref.ref(by_partition[partition]))
+                owners_table[bundle_key(partition, offset)] = entries
             pending = []
             now = datetime.now(UTC)
             for record, previous in outcome.conflicts:
                 rejection = EventRejected(
                     RejectReason.CONFLICTING_DUPLICATE,
                     "event_id",
-                    f"the content first seen at offset {previous.offset} "
+                    f"the content first seen at position {previous.position} "
                     f"(fingerprint {previous.fingerprint})",
                     f"different content (fingerprint {record.event.fingerprint()})",
                 )
-                source = SourcePosition(settings.by_id_topic, record.shard, record.offset, None)
-                raw = record.event.to_json()
+                source = SourcePosition(
+                    settings.by_id_topic,
+                    record.shard,
+                    record.position >> bundles.INDEX_BITS,
+                    None,
+                )
                 pending.append(
                     await dlq.send(
                         key=record.event.event_id.encode(),
-                        value=dead_letter(rejection.as_dict(), raw, source, None, now),
+                        value=dead_letter(
+                            rejection.as_dict(), record.event.to_json(), source, None, now
+                        ),
                         headers={"reason": rejection.reason.value.encode()},
                     )
                 )

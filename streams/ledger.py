@@ -4,17 +4,18 @@ Delivery is at-least-once (a crash replays everything after the last
 commit, a terminal may re-send). Exactness comes from two facts kept in the
 state itself:
 
-* ``seen[event_id] = (fingerprint, offset)`` remembers *which record* of the
+* ``seen[event_id] = (fingerprint, position)`` remembers *which record* of the
   by-event-id partition owns an event. Any other record with that id is a
   re-send (same fingerprint) or a conflict (different fingerprint).
-* ``counters[key] = (value, version)`` where ``version`` is the offset of the
-  last record applied to it. Offsets grow within a partition and every counter
-  key carries its partition (``shard``), so a replayed record with
-  ``offset <= version`` is already inside ``value``.
+* ``counters[key] = (value, version)`` where ``version`` is the position of the
+  last record applied to it. Positions grow within a partition (see
+  :mod:`streams.bundles`) and every counter key carries its partition
+  (``shard``), so a replayed record with ``position <= version`` is already
+  inside ``value``.
 
-Each map entry is one changelog record, so each is updated atomically; no
-ordering between the two maps is needed. Replayed records still mark their
-counters dirty so that the ClickHouse rows (absolute values) are re-written.
+Each counter is one changelog record and so updated atomically; no ordering
+between the two maps is needed. Replayed records still mark their counters
+dirty so that the ClickHouse rows (absolute values) are re-written.
 """
 
 from __future__ import annotations
@@ -68,21 +69,21 @@ class CounterKey:
 @dataclass(frozen=True)
 class CounterValue:
     value: int
-    version: int  # offset of the last applied record; -1 = none
+    version: int  # position of the last applied record; -1 = none
 
 
 @dataclass(frozen=True)
 class SeenRecord:
     fingerprint: str
-    offset: int
+    position: int
 
 
 @dataclass(frozen=True)
 class Record:
-    """One record of the by-event-id topic, as the counting stage sees it."""
+    """One event of the by-event-id topic, as the counting stage sees it."""
 
     shard: int
-    offset: int
+    position: int
     event: ServiceEvent
 
 
@@ -101,6 +102,7 @@ class BatchOutcome:
     """What one batch did; ``dirty`` holds the absolute values to (re)write."""
 
     owned: list[Record] = field(default_factory=list)  # archive rows to (re)write
+    first_seen: list[Record] = field(default_factory=list)  # new seen entries to persist
     newly_counted: list[Record] = field(default_factory=list)
     duplicates: list[Record] = field(default_factory=list)
     conflicts: list[tuple[Record, SeenRecord]] = field(default_factory=list)
@@ -114,19 +116,20 @@ def apply_batch(
     counters: MutableMapping[CounterKey, CounterValue],
     zone: ZoneInfo,
 ) -> BatchOutcome:
-    """Apply records in offset order per shard; write each touched counter once."""
+    """Apply records in position order per shard; write each touched counter once."""
     out = BatchOutcome()
     for record in records:
         event = record.event
         previous = seen.get(event.event_id)
-        if previous is not None and previous.offset != record.offset:
+        if previous is not None and previous.position != record.position:
             if previous.fingerprint == event.fingerprint():
                 out.duplicates.append(record)
             else:
                 out.conflicts.append((record, previous))
             continue
         if previous is None:
-            seen[event.event_id] = SeenRecord(event.fingerprint(), record.offset)
+            seen[event.event_id] = SeenRecord(event.fingerprint(), record.position)
+            out.first_seen.append(record)
         if not is_counted(event.event_type):
             out.heartbeats.append(record)
             continue
@@ -134,8 +137,8 @@ def apply_batch(
         applied_now = False
         for key in counter_keys(event, record.shard, zone):
             current = out.dirty.get(key) or counters.get(key) or CounterValue(0, -1)
-            if current.version < record.offset:
-                current = CounterValue(current.value + 1, record.offset)
+            if current.version < record.position:
+                current = CounterValue(current.value + 1, record.position)
                 applied_now = True
             out.dirty[key] = current
         if applied_now:

@@ -130,8 +130,8 @@ def test_conflicting_duplicate_is_reported_and_not_counted() -> None:
     outcome = apply_batch(
         [Record(0, 0, first), Record(0, 1, changed), Record(0, 2, first)], seen, counters, ZONE
     )
-    assert [r.offset for r, _ in outcome.conflicts] == [1]
-    assert [r.offset for r in outcome.duplicates] == [2]
+    assert [r.position for r, _ in outcome.conflicts] == [1]
+    assert [r.position for r in outcome.duplicates] == [2]
     if first.event_type is not EventType.HEARTBEAT:
         assert sum(v.value for v in counters.values()) == 3  # day, week, year
 
