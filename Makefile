@@ -15,7 +15,7 @@ system:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,embedded]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 demo: setup

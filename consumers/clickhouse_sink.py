@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Protocol
 
 from consumers.clickhouse import connect, ensure_schema, execute
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
-from streams.ledger import CounterKey, CounterValue, Record
+from streams.ledger import PeriodCounts, PeriodKey, Record
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ _EVENT_COLUMNS = (
 )
 
 
+class SinkObserver(Protocol):
+    """Told about every insert and failed attempt (metrics, issue 4); must be cheap."""
+
+    def inserted(self, table: str, rows: int, seconds: float) -> None: ...
+
+    def failed(self) -> None: ...
+
+
 class ClickHouseSink:
     """Writes one batch's dirty counters and owned events; retries until it lands."""
 
@@ -40,17 +49,19 @@ class ClickHouseSink:
         *,
         max_backoff: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        observer: SinkObserver | None = None,
     ) -> None:
         self._settings = settings
         self._max_backoff = max_backoff
         self._sleep = sleep
         self._client = connect(settings)
+        self._observer = observer
         self.failures = 0
 
     def ensure_schema(self) -> None:
         self._retry(lambda: ensure_schema(self._settings, self._client), "create schema")
 
-    def write(self, dirty: dict[CounterKey, CounterValue], owned: Iterable[Record]) -> None:
+    def write(self, dirty: dict[PeriodKey, PeriodCounts], owned: Iterable[Record]) -> None:
         now = datetime.now(UTC).replace(microsecond=0)
         counter_rows = [
             (
@@ -58,14 +69,15 @@ class ClickHouseSink:
                 k.period_kind,
                 k.period,
                 k.period_start,
-                k.hall_id,
-                k.department,
-                k.event_type.value,
-                v.value,
+                hall,
+                department,
+                event_type.value,
+                n,
                 v.version,
                 now,
             )
             for k, v in dirty.items()
+            for (hall, department, event_type), n in v.counts.items()
         ]
         zone = self._settings.zone
         event_rows = [
@@ -90,6 +102,7 @@ class ClickHouseSink:
         # Archive first: if we crash between the two inserts the counters are
         # re-written on replay, and the archive is idempotent either way.
         if event_rows:
+            started = time.perf_counter()
             self._retry(
                 lambda: execute(
                     self._client,
@@ -99,7 +112,10 @@ class ClickHouseSink:
                 ),
                 f"insert {len(event_rows)} events",
             )
+            if self._observer is not None:
+                self._observer.inserted("events", len(event_rows), time.perf_counter() - started)
         if counter_rows:
+            started = time.perf_counter()
             self._retry(
                 lambda: execute(
                     self._client,
@@ -109,6 +125,10 @@ class ClickHouseSink:
                 ),
                 f"insert {len(counter_rows)} counters",
             )
+            if self._observer is not None:
+                self._observer.inserted(
+                    "counters", len(counter_rows), time.perf_counter() - started
+                )
 
     def _retry(self, action: Callable[[], object], what: str) -> None:
         backoff = 0.2
@@ -118,6 +138,8 @@ class ClickHouseSink:
                 return
             except OperationalError as exc:
                 self.failures += 1
+                if self._observer is not None:
+                    self._observer.failed()
                 log.warning("ClickHouse %s failed (retrying in %.1fs): %s", what, backoff, exc)
                 self._client.disconnect()
                 self._sleep(backoff)

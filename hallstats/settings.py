@@ -43,8 +43,19 @@ class Settings(BaseSettings):
     worker_store: str = "memory://"
     worker_data_dir: Path = Path(".stack/worker")
 
+    # Metrics (Prometheus; streams/metrics.py). metrics_port 0 disables them.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_refresh_seconds: float = Field(default=10.0, gt=0)
+    terminal_silence_seconds: float = Field(default=3600.0, gt=0)
+
     # Finalization
     finalize_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # Read API (hallstats api; consumers/api.py), bound to 127.0.0.1 only.
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token the API requires when set"
+    )
 
     # Local stack (hallstats stack up|down|status)
     stack_dir: Path = Path(".stack")

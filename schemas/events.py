@@ -180,7 +180,8 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
         )
     try:
         moment = datetime.fromisoformat(value.upper())
-    except ValueError as exc:
+        moment.astimezone(UTC)  # out-of-range instants (year 1 at +14:00) fail here
+    except (ValueError, OverflowError) as exc:
         raise EventRejected(
             RejectReason.INVALID_TIMESTAMP,
             field,
@@ -336,11 +337,11 @@ def parse_event(raw: bytes, *, max_bytes: int, now: datetime | None = None) -> S
         ) from None
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also over-long integers
         detail = (
             f"{exc.msg} at line {exc.lineno} column {exc.colno}"
             if isinstance(exc, json.JSONDecodeError)
-            else "nesting too deep"
+            else f"{type(exc).__name__}: {exc}"[:120]
         )
         raise EventRejected(RejectReason.INVALID_JSON, None, "a JSON object", detail) from None
     return validate_object(data, now=now)

@@ -33,7 +33,7 @@ from hallstats.settings import Settings
 from schemas.events import EventRejected, RejectReason, ServiceEvent, parse_event
 from streams import bundles
 from streams.dlq import SourcePosition, dead_letter
-from streams.ledger import CounterKey, CounterValue, Record, apply_batch
+from streams.ledger import PeriodCounts, PeriodKey, Record, apply_batch
 from streams.ownership import OwnershipIndex, bundle_key
 
 log = logging.getLogger(__name__)
@@ -154,9 +154,9 @@ def build_app(settings: Settings) -> faust.App:
     seen = OwnershipIndex(load_owners, lambda eid: bundles.partition_for(eid, settings.partitions))
     counters = _TableMap(
         counter_table,
-        CounterKey.encode,
-        lambda v: CounterValue(v[0], v[1]),
-        lambda v: [v.value, v.version],
+        PeriodKey.encode,
+        PeriodCounts.from_json,
+        PeriodCounts.to_json,
         lambda k: int(k.shard),
     )
 

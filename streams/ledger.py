@@ -7,69 +7,76 @@ state itself:
 * ``seen[event_id] = (fingerprint, position)`` remembers *which record* of the
   by-event-id partition owns an event. Any other record with that id is a
   re-send (same fingerprint) or a conflict (different fingerprint).
-* ``counters[key] = (value, version)`` where ``version`` is the position of the
-  last record applied to it. Positions grow within a partition (see
-  :mod:`streams.bundles`) and every counter key carries its partition
+* ``counters[period] = (counts, version)`` where ``version`` is the position
+  of the last record applied to that period. Positions grow within a partition
+  (see :mod:`streams.bundles`) and every period key carries its partition
   (``shard``), so a replayed record with ``position <= version`` is already
-  inside ``value``.
+  inside ``counts``.
 
-Each counter is one changelog record and so updated atomically; no ordering
+Each period is one changelog record and so updated atomically; no ordering
 between the two maps is needed. Replayed records still mark their counters
 dirty so that the ClickHouse rows (absolute values) are re-written.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from schemas.calendar import Periods
 from schemas.catalog import EventType, is_counted
 from schemas.events import ServiceEvent
 
+Combo = tuple[str, str, EventType]  # hall_id, department, event_type
+
 
 @dataclass(frozen=True, order=True)
-class CounterKey:
-    """One counter: a shard's count of one type, hall and department in one period."""
+class PeriodKey:
+    """One shard's counters of one period: the unit of atomic state.
+
+    All (hall, department, type) counts of a period live in one table entry,
+    so a batch writes one changelog record per touched period instead of one
+    per touched counter, and the entry's single version covers all of them.
+    """
 
     shard: int
     period_kind: str  # 'day' | 'week' | 'year'
     period: str  # '2024-12-09' | '2024-W50' | '2024'
     period_start: date
-    hall_id: str
-    department: str
-    event_type: EventType
 
     def encode(self) -> str:
         """Stable string form, used as the Faust table key."""
-        return json.dumps(
-            [
-                self.shard,
-                self.period_kind,
-                self.period,
-                self.period_start.isoformat(),
-                self.hall_id,
-                self.department,
-                self.event_type.value,
-            ],
-            ensure_ascii=False,
-        )
+        return f"{self.shard}|{self.period_kind}|{self.period}|{self.period_start.isoformat()}"
 
     @classmethod
-    def decode(cls, text: str) -> CounterKey:
-        shard, kind, period, start, hall, dept, etype = json.loads(text)
-        return cls(
-            int(shard), kind, period, date.fromisoformat(start), hall, dept, EventType(etype)
-        )
+    def decode(cls, text: str) -> PeriodKey:
+        shard, kind, period, start = text.split("|")
+        return cls(int(shard), kind, period, date.fromisoformat(start))
 
 
 @dataclass(frozen=True)
-class CounterValue:
-    value: int
-    version: int  # position of the last applied record; -1 = none
+class PeriodCounts:
+    """Counts per combo of one period and the position of the last event applied."""
+
+    counts: Mapping[Combo, int]
+    version: int  # -1 = nothing applied yet
+
+    def to_json(self) -> list[Any]:
+        return [self.version, [[h, d, t.value, n] for (h, d, t), n in self.counts.items()]]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> PeriodCounts:
+        version, rows = data
+        return cls(
+            MappingProxyType({(h, d, EventType(t)): int(n) for h, d, t, n in rows}), int(version)
+        )
+
+
+EMPTY = PeriodCounts(MappingProxyType({}), -1)
 
 
 @dataclass(frozen=True)
@@ -87,13 +94,12 @@ class Record:
     event: ServiceEvent
 
 
-def counter_keys(event: ServiceEvent, shard: int, zone: ZoneInfo) -> list[CounterKey]:
+def period_keys(event: ServiceEvent, shard: int, zone: ZoneInfo) -> list[PeriodKey]:
     periods = Periods.of(event.occurred_at, zone)
-    common = (event.hall_id, event.department, event.event_type)
     return [
-        CounterKey(shard, "day", periods.day.isoformat(), periods.day, *common),
-        CounterKey(shard, "week", str(periods.week), periods.week.start, *common),
-        CounterKey(shard, "year", f"{periods.year:04d}", date(periods.year, 1, 1), *common),
+        PeriodKey(shard, "day", periods.day.isoformat(), periods.day),
+        PeriodKey(shard, "week", str(periods.week), periods.week.start),
+        PeriodKey(shard, "year", f"{periods.year:04d}", date(periods.year, 1, 1)),
     ]
 
 
@@ -107,17 +113,18 @@ class BatchOutcome:
     duplicates: list[Record] = field(default_factory=list)
     conflicts: list[tuple[Record, SeenRecord]] = field(default_factory=list)
     heartbeats: list[Record] = field(default_factory=list)
-    dirty: dict[CounterKey, CounterValue] = field(default_factory=dict)
+    dirty: dict[PeriodKey, PeriodCounts] = field(default_factory=dict)
 
 
 def apply_batch(
     records: Sequence[Record],
     seen: MutableMapping[str, SeenRecord],
-    counters: MutableMapping[CounterKey, CounterValue],
+    counters: MutableMapping[PeriodKey, PeriodCounts],
     zone: ZoneInfo,
 ) -> BatchOutcome:
-    """Apply records in position order per shard; write each touched counter once."""
+    """Apply records in position order per shard; write each touched period once."""
     out = BatchOutcome()
+    working: dict[PeriodKey, tuple[dict[Combo, int], list[int]]] = {}
     for record in records:
         event = record.event
         previous = seen.get(event.event_id)
@@ -134,16 +141,23 @@ def apply_batch(
             out.heartbeats.append(record)
             continue
         out.owned.append(record)
+        combo: Combo = (event.hall_id, event.department, event.event_type)
         applied_now = False
-        for key in counter_keys(event, record.shard, zone):
-            current = out.dirty.get(key) or counters.get(key) or CounterValue(0, -1)
-            if current.version < record.position:
-                current = CounterValue(current.value + 1, record.position)
+        for key in period_keys(event, record.shard, zone):
+            entry = working.get(key)
+            if entry is None:
+                stored = counters.get(key) or EMPTY
+                entry = working[key] = (dict(stored.counts), [stored.version])
+            counts, version = entry
+            if version[0] < record.position:
+                counts[combo] = counts.get(combo, 0) + 1
+                version[0] = record.position
                 applied_now = True
-            out.dirty[key] = current
         if applied_now:
             out.newly_counted.append(record)
-    for key, value in out.dirty.items():
+    for key, (counts, version) in working.items():
+        value = PeriodCounts(MappingProxyType(counts), version[0])
+        out.dirty[key] = value  # replayed periods too: their ClickHouse rows are re-written
         if counters.get(key) != value:
             counters[key] = value
     return out

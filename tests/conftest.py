@@ -17,11 +17,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The suite shares two cores with Kafka, ClickHouse and workers: time limits per
+# example would fail on load, not on logic.
+hypothesis_settings.register_profile("hallstats", deadline=None)
+hypothesis_settings.load_profile("hallstats")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -70,6 +76,7 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
             "app_id": f"hs{uid}",
             "clickhouse_database": f"hs_{uid}",
             "worker_web_port": free_port(),
+            "metrics_port": free_port(),
             "worker_data_dir": tmp_path / "worker",
             "worker_batch_seconds": 0.2,
         }

@@ -9,6 +9,8 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.catalog import EventType
 from schemas.events import REJECT_REASON_DOCS, EventRejected, RejectReason, parse_event
@@ -193,3 +195,62 @@ def test_json_schema_agrees_with_the_validator() -> None:
     for name, raw, reason, _field in CASES:
         if reason in schema_checkable:
             assert not validator.is_valid(json.loads(raw)), name
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_are_either_an_event_or_a_rejection(raw: bytes) -> None:
+    try:
+        parse_event(raw, max_bytes=200, now=NOW)
+    except EventRejected as rejection:
+        assert rejection.reason in RejectReason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "schema_version": json_values,
+            "event_id": json_values | st.uuids().map(str),
+            "event_type": json_values | st.sampled_from([t.value for t in EventType]),
+            "occurred_at": json_values
+            | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+            "hall_id": json_values,
+            "window_id": json_values,
+            "department": json_values,
+            "item_code": json_values,
+        },
+    )
+)
+def test_arbitrary_objects_never_crash_validation(obj: dict[str, Any]) -> None:
+    try:
+        raw = json.dumps(obj).encode()
+    except ValueError:
+        return
+    try:
+        parse_event(raw, max_bytes=4096, now=NOW)
+    except EventRejected as rejection:
+        assert rejection.reason in RejectReason
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"1" * 5000,  # int too long for Python's int parser: a ValueError, not JSONDecodeError
+        b"[" * 100000,
+        encode(good(occurred_at="0001-01-01T00:00:00+14:00")),
+        encode(good(occurred_at="9999-12-31T23:59:59-23:59")),
+        encode(good(occurred_at="2024-12-09T09:30:00+24:00")),
+    ],
+)
+def test_pathological_inputs_are_rejections(raw: bytes) -> None:
+    with pytest.raises(EventRejected):
+        parse_event(raw, max_bytes=10**6, now=NOW)

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from schemas.catalog import EventType
 from schemas.events import ServiceEvent
-from streams.ledger import CounterKey, CounterValue, Record, SeenRecord, apply_batch, counter_keys
+from streams.ledger import (
+    Combo,
+    PeriodCounts,
+    PeriodKey,
+    Record,
+    SeenRecord,
+    apply_batch,
+    period_keys,
+)
 
 ZONE = ZoneInfo("Asia/Shanghai")
 BASE = datetime(2024, 12, 29, 0, 0, tzinfo=UTC)  # straddles a year and ISO-week boundary
@@ -35,19 +43,17 @@ def oracle(events: dict[str, ServiceEvent]) -> Counter[tuple[str, str, str, str,
     for event in events.values():
         if event.event_type is EventType.HEARTBEAT:
             continue
-        for key in counter_keys(event, 0, ZONE):
-            expected[
-                (key.period_kind, key.period, key.hall_id, key.department, key.event_type)
-            ] += 1
+        for key in period_keys(event, 0, ZONE):
+            combo = (key.period_kind, key.period, event.hall_id, event.department, event.event_type)
+            expected[combo] += 1
     return expected
 
 
-def collapse(view: dict[CounterKey, CounterValue]) -> Counter[tuple[str, str, str, str, EventType]]:
+def collapse(view: dict[PeriodKey, PeriodCounts]) -> Counter[tuple[str, str, str, str, EventType]]:
     got: Counter[tuple[str, str, str, str, EventType]] = Counter()
     for key, value in view.items():
-        got[(key.period_kind, key.period, key.hall_id, key.department, key.event_type)] += (
-            value.value
-        )
+        for (hall, dept, etype), n in value.counts.items():
+            got[(key.period_kind, key.period, hall, dept, etype)] += n
     return +got
 
 
@@ -74,13 +80,14 @@ def test_counts_each_event_once_whatever_crashes(
         shards[int(event.event_id[-4:]) % n_shards].append(event)
 
     durable_seen: dict[str, SeenRecord] = {}
-    durable_counters: dict[CounterKey, CounterValue] = {}
-    clickhouse: dict[CounterKey, CounterValue] = {}
+    durable_counters: dict[PeriodKey, PeriodCounts] = {}
+    # One row per (period, combo) with the period's version, as the sink writes them.
+    clickhouse: dict[tuple[PeriodKey, Combo], tuple[int, int]] = {}
     for shard, log in shards.items():
         committed = position = 0
         seen, counters = dict(durable_seen), dict(durable_counters)
         unflushed_seen: dict[str, SeenRecord] = {}
-        unflushed_counters: dict[CounterKey, CounterValue] = {}
+        unflushed_counters: dict[PeriodKey, PeriodCounts] = {}
         while committed < len(log):
             end = min(len(log), position + batch)
             records = [Record(shard, o, log[o]) for o in range(position, end)]
@@ -90,12 +97,13 @@ def test_counts_each_event_once_whatever_crashes(
             unflushed_counters.update(
                 {k: v for k, v in counters.items() if before_counters.get(k) != v}
             )
-            for ck, cv in outcome.dirty.items():  # ReplacingMergeTree(version) semantics
-                old = clickhouse.get(ck)
-                if old is not None and old.version == cv.version:
-                    assert old.value == cv.value, "same version must mean same value"
-                if old is None or cv.version >= old.version:
-                    clickhouse[ck] = cv
+            for pk, pc in outcome.dirty.items():  # ReplacingMergeTree(version) semantics
+                for combo, n in pc.counts.items():
+                    old = clickhouse.get((pk, combo))
+                    if old is not None and old[1] == pc.version:
+                        assert old[0] == n, "same version must mean same value"
+                    if old is None or pc.version >= old[1]:
+                        clickhouse[(pk, combo)] = (n, pc.version)
             position = end
             roll = rng.random()
             if roll < crash_rate:
@@ -117,7 +125,10 @@ def test_counts_each_event_once_whatever_crashes(
                 unflushed_seen, unflushed_counters = {}, {}
                 committed = position
 
-    assert collapse(clickhouse) == +oracle(events)
+    rows: Counter[tuple[str, str, str, str, EventType]] = Counter()
+    for (pk, (hall, dept, etype)), (n, _version) in clickhouse.items():
+        rows[(pk.period_kind, pk.period, hall, dept, etype)] += n
+    assert +rows == +oracle(events)
     assert collapse(durable_counters) == +oracle(events)
 
 
@@ -126,19 +137,19 @@ def test_conflicting_duplicate_is_reported_and_not_counted() -> None:
     first = make_event(1, rng)
     changed = ServiceEvent(**{**first.__dict__, "window_id": "W9"})
     seen: dict[str, SeenRecord] = {}
-    counters: dict[CounterKey, CounterValue] = {}
+    counters: dict[PeriodKey, PeriodCounts] = {}
     outcome = apply_batch(
         [Record(0, 0, first), Record(0, 1, changed), Record(0, 2, first)], seen, counters, ZONE
     )
     assert [r.position for r, _ in outcome.conflicts] == [1]
     assert [r.position for r in outcome.duplicates] == [2]
     if first.event_type is not EventType.HEARTBEAT:
-        assert sum(v.value for v in counters.values()) == 3  # day, week, year
+        assert sum(n for v in counters.values() for n in v.counts.values()) == 3  # day/week/year
 
 
 def test_heartbeats_are_never_counted() -> None:
     rng = random.Random(2)
     beat = ServiceEvent(**{**make_event(5, rng).__dict__, "event_type": EventType.HEARTBEAT})
-    counters: dict[CounterKey, CounterValue] = {}
+    counters: dict[PeriodKey, PeriodCounts] = {}
     outcome = apply_batch([Record(0, 0, beat)], {}, counters, ZONE)
     assert outcome.heartbeats and not counters and not outcome.dirty
