@@ -31,6 +31,8 @@ test: lint
 
 bench: setup
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.api_latency
+	$(BIN)/python -m bench.metrics_cost
 
 stack-up: setup
 	$(BIN)/hallstats stack up

@@ -61,8 +61,49 @@ class ClickHouseSink:
     def ensure_schema(self) -> None:
         self._retry(lambda: ensure_schema(self._settings, self._client), "create schema")
 
-    def write(self, dirty: dict[PeriodKey, PeriodCounts], owned: Iterable[Record]) -> None:
+    def write(
+        self,
+        dirty: dict[PeriodKey, PeriodCounts],
+        owned: Iterable[Record],
+        *,
+        terminals: dict[tuple[str, str], datetime] | None = None,
+        late: Iterable[tuple[Record, str, int]] = (),
+    ) -> None:
+        """One batch's effects; ``late`` = (record, its finalized week, latest version)."""
         now = datetime.now(UTC).replace(microsecond=0)
+        db = self._settings.clickhouse_database
+        extras = [
+            (
+                f"INSERT INTO {db}.terminals (hall_id, window_id, last_seen) VALUES",
+                [
+                    (h, w, seen.astimezone(UTC).replace(microsecond=0))
+                    for (h, w), seen in (terminals or {}).items()
+                ],
+            ),
+            (
+                f"INSERT INTO {db}.late_events (event_id, week, event_type, occurred_at, "
+                "finalized_version, recorded_at) VALUES",
+                [
+                    (
+                        r.event.event_id,
+                        week,
+                        r.event.event_type.value,
+                        r.event.occurred_at.astimezone(UTC).replace(microsecond=0),
+                        version,
+                        now,
+                    )
+                    for r, week, version in late
+                ],
+            ),
+        ]
+        for statement, rows in extras:
+            if rows:
+                self._retry(
+                    lambda s=statement, r=rows: execute(
+                        self._client, s, r, settings=self._settings
+                    ),  # type: ignore[misc]
+                    statement.split("(")[0].strip().lower(),
+                )
         counter_rows = [
             (
                 k.shard,

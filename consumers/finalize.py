@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from consumers import figures
+from consumers import breakdown
 from consumers.clickhouse import connect, ensure_schema
 from consumers.finalized import FinalizedWeek, content_hash, store, versions
 from consumers.progress import Lag, wait_until_caught_up
-from hallstats.errors import DataError
+from consumers.reconcile import reconcile
+from hallstats.errors import DataError, IntegrityError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 
@@ -44,8 +45,13 @@ def finalize(
     client = connect(settings)
     try:
         ensure_schema(settings, client)
-        weekly = figures.weekly(client, settings, week)
-        ytd = figures.year_to_date(client, settings, week)
+        check = reconcile(client, settings, week)
+        if not check.ok:
+            raise IntegrityError(
+                f"week {week}: streaming counters and the event archive disagree, not "
+                "finalizing: " + "; ".join(str(d) for d in check.differences)
+            )
+        weekly, ytd = check.weekly, check.year_to_date
         digest = content_hash(week, weekly, ytd)
         existing = versions(client, settings, week)
         if existing and existing[-1].content_hash == digest:
@@ -67,6 +73,8 @@ def finalize(
             note=note,
         )
         store(client, settings, snapshot)
+        # Issue 5: freeze this version's per-department/per-hall split with it.
+        breakdown.record(client, settings, snapshot)
         return FinalizeResult(snapshot, created=True)
     finally:
         client.disconnect()

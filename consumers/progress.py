@@ -12,10 +12,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
+
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+}
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,30 @@ def _consumer(settings: Settings) -> Consumer:
     )
 
 
-def lags(settings: Settings, topic: str, consumer: Consumer | None = None) -> list[Lag]:
+def lags(
+    settings: Settings, topic: str, consumer: Consumer | None = None, *, retry_for: float = 30.0
+) -> list[Lag]:
+    """Committed offset and high watermark per partition of ``topic``.
+
+    Errors Kafka calls retriable (a leader moving after a broker restart) are
+    retried for up to ``retry_for`` seconds before they become an OperationalError.
+    """
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return _lags_once(settings, topic, consumer)
+        except OperationalError as exc:
+            cause = exc.__cause__
+            error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _TRANSIENT
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _lags_once(settings: Settings, topic: str, consumer: Consumer | None) -> list[Lag]:
     own = consumer or _consumer(settings)
     try:
         metadata = own.list_topics(topic, timeout=10)

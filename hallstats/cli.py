@@ -24,7 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from hallstats.errors import DataError, HallstatsError, OperationalError
+from hallstats.errors import DataError, HallstatsError, IntegrityError, OperationalError
 from hallstats.settings import Settings
 
 err = Console(stderr=True)
@@ -124,16 +124,123 @@ def cmd_bulletin(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import bulletin, finalized
     from consumers.clickhouse import connect, ensure_schema
 
+    if args.format != "text" or args.output:
+        return _render_bulletin(args, settings)
     client = connect(settings)
     try:
         ensure_schema(settings, client)
         snap = finalized.read(client, settings, args.week, args.version)
     finally:
         client.disconnect()
-    if args.format == "json":
-        print(json.dumps(bulletin.as_json(snap), ensure_ascii=False, indent=2))
-    else:
-        print(bulletin.paragraph(snap.weekly, snap.year_to_date))
+    print(bulletin.paragraph(snap.weekly, snap.year_to_date))
+    return 0
+
+
+def _render_bulletin(args: argparse.Namespace, settings: Settings) -> int:
+    """Section 四(一) as markdown/json (stdout or --output) or docx/png (a file)."""
+    from consumers.render import render
+
+    rendered = render(settings, args.week, args.version, args.format)
+    target = args.output or (
+        Path(f"bulletin-{args.week}.{rendered.suffix}") if rendered.binary else None
+    )
+    if target is None:
+        sys.stdout.write(rendered.data.decode())
+        return 0
+    Path(target).write_bytes(rendered.data)
+    err.print(f"wrote {args.format} of {args.week} to {target}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.api import serve
+
+    serve(settings, port=args.port)
+    return 0
+
+
+def cmd_revisions(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers import finalized
+    from consumers.clickhouse import connect, ensure_schema
+
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        found = finalized.versions(client, settings, args.week)
+    finally:
+        client.disconnect()
+    if not found:
+        raise DataError(f"week {args.week}: expected finalized versions, found none")
+    for snap in found:
+        out.print(
+            f"{snap.week} v{snap.version}  {snap.finalized_at.isoformat()}  "
+            f"{snap.content_hash[:12]}  weekly {snap.weekly.as_dict()}  "
+            f"ytd {snap.year_to_date.as_dict()}",
+            highlight=False,
+        )
+        if snap.note:
+            out.print(f"    {snap.note}", highlight=False)
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.clickhouse import connect, ensure_schema
+    from consumers.reconcile import reconcile
+
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        check = reconcile(client, settings, args.week)
+    finally:
+        client.disconnect()
+    if not check.ok:
+        raise IntegrityError(f"week {args.week}: " + "; ".join(str(d) for d in check.differences))
+    out.print(
+        f"{args.week}: streaming counters and archive agree "
+        f"(weekly {check.weekly.as_dict()}, ytd {check.year_to_date.as_dict()})",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers import dlq
+
+    letters = dlq.read(settings, reason=args.reason)
+    if args.replay:
+        report = dlq.replay(settings, letters)
+        out.print(f"re-sent {report.resent}; still rejected {report.still_rejected}")
+        return 0
+    if args.export:
+        n = dlq.export(letters, Path(args.export))
+        out.print(f"exported {n} originals to {args.export}; fix them, then `hallstats emit`")
+        return 0
+    count = 0
+    for letter in letters:
+        count += 1
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "reason": letter.reason,
+                        "field": letter.field,
+                        "topic": letter.source_topic,
+                        "partition": letter.source_partition,
+                        "offset": letter.source_offset,
+                        "rejected_at": letter.rejected_at,
+                        "message": letter.message,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            out.print(
+                f"{letter.rejected_at[:19]}  {letter.reason:<26} {letter.source_topic}"
+                f"[{letter.source_partition}]@{letter.source_offset}  {letter.message[:80]}",
+                highlight=False,
+            )
+    if not args.json:
+        out.print(f"{count} rejected messages")
     return 0
 
 
@@ -155,6 +262,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     run_demo(settings, console=err, keep_worker=args.keep_worker)
     return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from hallstats.status import run
+
+    return run(settings, console=out, once=args.once, interval=args.interval, url=args.url)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,14 +294,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bulletin", help="print a week's finalized figures")
     p.add_argument("--week", required=True, type=_week)
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "markdown", "docx", "json", "png"], default="text")
     p.add_argument("--version", type=int, default=None, help="a given version (default latest)")
+    p.add_argument("--output", default=None, help="write to this file (docx/png default: ./)")
     p.set_defaults(func=cmd_bulletin)
+
+    p = sub.add_parser("api", help="serve the read-only HTTP API on 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default HALLSTATS_API_PORT (8080)")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("revisions", help="list a week's finalized versions")
+    p.add_argument("--week", required=True, type=_week)
+    p.set_defaults(func=cmd_revisions)
+
+    p = sub.add_parser("reconcile", help="recount a week from the archive and compare")
+    p.add_argument("--week", required=True, type=_week)
+    p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("dlq", help="list, export or replay rejected messages")
+    p.add_argument("--reason", default=None, help="only this rejection reason")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--replay", action="store_true", help="re-send originals that now validate")
+    p.add_argument("--export", default=None, help="write originals as JSON Lines to fix")
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("sample", help="write the calibrated sample year as JSON Lines")
     p.add_argument("out")
     p.add_argument("--clean", action="store_true", help="no re-sends and no invalid lines")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("status", help="live view: throughput, lag, weeks, silent terminals")
+    p.add_argument("--once", action="store_true", help="print one reading and exit")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes")
+    p.add_argument("--url", default=None, help="worker /metrics URL (default from settings)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("demo", help="stack up, replay the sample year, finalize 2024-W50, print")
     p.add_argument("--keep-worker", action="store_true")
@@ -208,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalError as exc:
         err.print(f"[red]hallstats: unavailable:[/] {exc}", highlight=False)
         return 3
+    except IntegrityError as exc:
+        err.print(f"[red]hallstats: integrity:[/] {exc}", highlight=False)
+        return 4
     except HallstatsError as exc:  # pragma: no cover - every raise uses a subclass
         err.print(f"[red]hallstats: error:[/] {exc}", highlight=False)
         return 1

@@ -23,3 +23,7 @@ class DataError(HallstatsError):
 
 class NotFinalizedError(DataError):
     """A week was asked for that has no finalized version (yet)."""
+
+
+class IntegrityError(HallstatsError):
+    """Two independent counts of the same figures disagree; nothing is frozen."""

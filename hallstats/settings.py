@@ -47,9 +47,15 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_refresh_seconds: float = Field(default=10.0, gt=0)
     terminal_silence_seconds: float = Field(default=3600.0, gt=0)
+    metrics_faust_sensors: bool = Field(default=True, description="Faust's own faust_* sensors")
 
     # Finalization
     finalize_timeout_seconds: float = Field(default=600.0, gt=0)
+    finalize_grace_seconds: float = Field(
+        default=2 * 86400.0, ge=0, description="after Sunday 24:00 local, on clock and stream"
+    )
+    finalize_check_seconds: float = Field(default=60.0, gt=0, description="0 < auto check period")
+    auto_finalize: bool = True
 
     # Read API (hallstats api; consumers/api.py), bound to 127.0.0.1 only.
     api_port: int = Field(default=8080, ge=1, le=65535)

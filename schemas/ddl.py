@@ -67,4 +67,34 @@ ORDER BY event_id""",
     note String
 ) ENGINE = MergeTree()
 ORDER BY (week, version)""",
+        # Last event (any type, heartbeats included) seen per terminal: liveness
+        # for completeness, and the event stream's progress for finalization.
+        f"""CREATE TABLE IF NOT EXISTS {database}.terminals (
+    hall_id String,
+    window_id String,
+    last_seen DateTime('UTC')
+) ENGINE = ReplacingMergeTree(last_seen)
+ORDER BY (hall_id, window_id)""",
+        # Events counted after their week was finalized: why a revision happens.
+        f"""CREATE TABLE IF NOT EXISTS {database}.late_events (
+    event_id String,
+    week String,
+    event_type {_TYPE_ENUM},
+    occurred_at DateTime('UTC'),
+    finalized_version UInt32,
+    recorded_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree()
+ORDER BY (week, event_id)""",
+        # Per-department and per-hall figures of each finalized version, written
+        # with it (consumers/breakdown.py), so breakdowns never drift from totals.
+        f"""CREATE TABLE IF NOT EXISTS {database}.finalized_breakdown (
+    week String,
+    version UInt32,
+    scope Enum8('department' = 1, 'hall' = 2),
+    name String,
+    event_type {_TYPE_ENUM},
+    weekly UInt64,
+    ytd UInt64
+) ENGINE = MergeTree()
+ORDER BY (week, version, scope, name, event_type)""",
     ]

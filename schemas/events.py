@@ -316,7 +316,7 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
     )
 
 
-def parse_event(raw: bytes, *, max_bytes: int, now: datetime | None = None) -> ServiceEvent:
+def parse_event(raw: bytes | None, *, max_bytes: int, now: datetime | None = None) -> ServiceEvent:
     """Decode and validate one Kafka message value."""
     if raw is None:
         raise EventRejected(

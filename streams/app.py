@@ -23,17 +23,21 @@ import weakref
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 
 from consumers.clickhouse_sink import ClickHouseSink
 from hallstats.settings import Settings
 from schemas.events import EventRejected, RejectReason, ServiceEvent, parse_event
-from streams import bundles
+from streams import autofinalize, bundles
 from streams.dlq import SourcePosition, dead_letter
+from streams.gaps import Fetched, GapGuard
+from streams.lateness import FinalizedWeeks
 from streams.ledger import PeriodCounts, PeriodKey, Record, apply_batch
+from streams.metrics import WorkerMetrics
 from streams.ownership import OwnershipIndex, bundle_key
 
 log = logging.getLogger(__name__)
@@ -116,6 +120,40 @@ def _fatal_on_error(
     return guarded
 
 
+class _PartitionMessage:
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+
+
+class _PartitionEvent:
+    """Stands in for a Faust event when a partition's only input came from the gap
+    guard: Faust routes table writes by the current event's partition."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = _PartitionMessage(topic, partition)
+
+
+async def _fill_gaps(guard: GapGuard, inputs: list[Fetched]) -> list[Fetched]:
+    """Offsets Faust skipped before or inside this batch, read directly from Kafka."""
+    offsets: dict[int, list[int]] = defaultdict(list)
+    for m in inputs:
+        offsets[m.partition].append(m.offset)
+    gaps = await asyncio.to_thread(guard.missing, offsets)
+    return await asyncio.to_thread(guard.fetch, gaps) if gaps else []
+
+
+async def _ack_fetched(app: faust.App, topic: str, fetched: list[Fetched]) -> None:
+    """Tell Faust's commit bookkeeping that gap-filled offsets are done.
+
+    Faust never delivered them, so it would otherwise wait for them forever
+    (or, with exactly one missing, commit past it). ``_add_gap`` is the
+    mechanism Faust itself uses for offsets it knows hold nothing to process.
+    """
+    for m in fetched:
+        await cast(Any, app.consumer)._add_gap(TP(topic, m.partition), m.offset, m.offset)
+
+
 def build_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -135,6 +173,11 @@ def build_app(settings: Settings) -> faust.App:
         broker_commit_every=settings.worker_batch_size,
         broker_commit_interval=1.0,
     )
+    metrics = WorkerMetrics(settings)  # metrics (issue 4): no-ops when metrics_port == 0
+    metrics.install(app)
+    finalized = FinalizedWeeks(settings)  # late-event records (issue 3)
+    finalized.install(app)
+    autofinalize.install(app, settings)
     raw_topic = app.topic(settings.topic, key_serializer="raw", value_serializer="raw")
     by_id = app.topic(
         settings.by_id_topic,
@@ -160,19 +203,26 @@ def build_app(settings: Settings) -> faust.App:
         lambda k: int(k.shard),
     )
 
+    raw_guard = GapGuard(settings, settings.topic)
+    bundle_guard = GapGuard(settings, settings.by_id_topic)
+
     @app.on_partitions_revoked.connect
     async def _revoked(*_args: Any, **_kwargs: Any) -> None:
         seen.forget()
+        raw_guard.reset()
+        bundle_guard.reset()
 
     @app.on_partitions_assigned.connect
     async def _assigned(*_args: Any, **_kwargs: Any) -> None:
         seen.forget()
+        raw_guard.reset()
+        bundle_guard.reset()
 
     sink_holder: list[ClickHouseSink] = []
 
     def sink() -> ClickHouseSink:
         if not sink_holder:
-            sink_holder.append(ClickHouseSink(settings))
+            sink_holder.append(ClickHouseSink(settings, observer=metrics))  # metrics
             sink_holder[0].ensure_schema()
         return sink_holder[0]
 
@@ -185,13 +235,27 @@ def build_app(settings: Settings) -> faust.App:
             now = datetime.now(UTC)
             pending = []
             targets: dict[int, list[ServiceEvent]] = defaultdict(list)
-            for event in batch:
-                msg = event.message
+            oldest: dict[int, float] = {}  # metrics: oldest raw Kafka timestamp per target
+            inputs = [
+                Fetched(
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    int(e.message.timestamp * 1000),
+                )
+                for e in batch
+            ]
+            fetched = await _fill_gaps(raw_guard, inputs)
+            inputs += fetched
+            for msg in inputs:
+                timestamp = msg.timestamp_ms / 1000
                 try:
                     parsed = parse_event(msg.value, max_bytes=settings.max_message_bytes, now=now)
                 except EventRejected as rejection:
+                    metrics.rejected(rejection.reason)  # metrics
                     source = SourcePosition(
-                        msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000)
+                        settings.topic, msg.partition, msg.offset, msg.timestamp_ms
                     )
                     value = dead_letter(rejection.as_dict(), msg.value, source, msg.key, now)
                     pending.append(
@@ -202,11 +266,17 @@ def build_app(settings: Settings) -> faust.App:
                         )
                     )
                     continue
-                targets[bundles.partition_for(parsed.event_id, settings.partitions)].append(parsed)
+                target = bundles.partition_for(parsed.event_id, settings.partitions)
+                targets[target].append(parsed)
+                oldest[target] = min(oldest.get(target, timestamp), timestamp)  # metrics
             for partition, events in sorted(targets.items()):
+                headers = metrics.bundle_headers(oldest.get(partition))  # metrics
                 for bundle in bundles.pack(events):
-                    pending.append(await by_id.send(value=bundle, partition=partition))
+                    pending.append(
+                        await by_id.send(value=bundle, partition=partition, headers=headers)
+                    )
             await asyncio.gather(*pending)
+            await _ack_fetched(app, settings.topic, fetched)
             for event in batch:
                 await stream.ack(event)
 
@@ -214,12 +284,22 @@ def build_app(settings: Settings) -> faust.App:
     @_fatal_on_error
     async def count(stream: Any) -> None:
         async for batch in stream.noack().noack_take(64, within=settings.worker_batch_seconds):
-            records = [
-                Record(e.message.partition, bundles.position(e.message.offset, i), event)
+            inputs = [
+                Fetched(e.message.partition, e.message.offset, None, e.message.value, 0)
                 for e in batch
-                for i, event in enumerate(bundles.unpack(e.message.value))
             ]
-            by_partition = {e.message.partition: e for e in batch}
+            fetched = await _fill_gaps(bundle_guard, inputs)
+            inputs += fetched
+            inputs.sort(key=lambda m: (m.partition, m.offset))  # the ledger needs offset order
+            records = [
+                Record(m.partition, bundles.position(m.offset, i), event)
+                for m in inputs
+                for i, event in enumerate(bundles.unpack(m.value or b"[]"))
+            ]
+            by_partition: dict[int, Any] = {
+                m.partition: _PartitionEvent(settings.by_id_topic, m.partition) for m in inputs
+            }
+            by_partition.update({e.message.partition: e for e in batch})
             counters.events = by_partition
             outcome = apply_batch(records, seen, counters, settings.zone)
             claims: dict[tuple[int, int], list[list[Any]]] = defaultdict(list)
@@ -256,8 +336,23 @@ def build_app(settings: Settings) -> faust.App:
                         headers={"reason": rejection.reason.value.encode()},
                     )
                 )
-            await asyncio.to_thread(sink().write, outcome.dirty, outcome.owned)
+            terminals: dict[tuple[str, str], datetime] = {}  # liveness, heartbeats included
+            for r in records:
+                terminal = (r.event.hall_id, r.event.window_id)
+                if terminal not in terminals or r.event.occurred_at > terminals[terminal]:
+                    terminals[terminal] = r.event.occurred_at
+            await asyncio.to_thread(
+                functools.partial(
+                    sink().write,
+                    outcome.dirty,
+                    outcome.owned,
+                    terminals=terminals,
+                    late=finalized.late(outcome.newly_counted, settings.zone),
+                )
+            )
             await asyncio.gather(*pending)
+            metrics.counted(outcome, batch)  # metrics: accepted, duplicates, latency, late
+            await _ack_fetched(app, settings.by_id_topic, fetched)
             for event in batch:
                 await stream.ack(event)
 

@@ -21,6 +21,7 @@ from hypothesis import settings as hypothesis_settings
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
+from tests.promserver import prometheus  # noqa: F401 - session fixture (metrics, issue 4)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +103,13 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
         return proc
 
     yield start
-    crashed = [p for p in procs if p.poll() not in (None, 0, -15)]
+    # A worker that exited on its own with an error is a failure; one the test
+    # killed on purpose is marked ``expected_exit`` (see tests/test_faults.py).
+    crashed = [
+        p
+        for p in procs
+        if p.poll() not in (None, 0, -15) and not getattr(p, "expected_exit", False)
+    ]
     for proc in procs:
         stop_worker(proc)
     for index, proc in enumerate(procs):

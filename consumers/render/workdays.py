@@ -1,0 +1,68 @@
+"""The bulletin's header range: first to last official working day of a week.
+
+China moves working days around public holidays (a Sunday can be a make-up
+working day, a Monday a holiday), so Monday..Friday is wrong for some weeks.
+The official calendar comes from the maintained ``chinesecalendar`` package,
+which is updated once the State Council publishes each year's arrangement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date
+
+import chinese_calendar
+
+from schemas.calendar import IsoWeek
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkingDays:
+    """A week's working days and whether they come from the official calendar."""
+
+    week: IsoWeek
+    days: tuple[date, ...]
+    official: bool  # False: the year is beyond the package's data; Monday..Friday assumed
+
+    def header(self) -> str:
+        """``12月9日—12月13日`` (one day alone when it is the only working day); the
+        whole calendar week when it has no working day at all (a holiday week)."""
+        first, last = (
+            (self.days[0], self.days[-1]) if self.days else (self.week.start, self.week.end)
+        )
+        return _md(first) if first == last else f"{_md(first)}—{_md(last)}"
+
+
+def _md(day: date) -> str:
+    return f"{day.month}月{day.day}日"
+
+
+def _is_workday(day: date) -> bool | None:
+    """Official answer, or None for a year the package has no data for (yet)."""
+    try:
+        return bool(chinese_calendar.is_workday(day))
+    except NotImplementedError:
+        return None
+
+
+def working_days(week: IsoWeek) -> WorkingDays:
+    """Official working days of ``week`` (make-up weekend days included, holidays not).
+
+    Days of a year the package does not cover count Monday..Friday, and the result
+    says so (``official=False``) instead of failing: a bulletin must still go out.
+    """
+    answers = {day: _is_workday(day) for day in week.days()}
+    unknown = [d for d, a in answers.items() if a is None]
+    if unknown:
+        log.warning(
+            "week %s: no official working-day calendar for %s (chinesecalendar %s); "
+            "assuming Monday-Friday",
+            week,
+            ", ".join(sorted({str(d.year) for d in unknown})),
+            getattr(chinese_calendar, "__version__", "?"),
+        )
+    days = tuple(d for d, a in answers.items() if a or (a is None and d.weekday() < 5))
+    return WorkingDays(week, days, official=not unknown)

@@ -1,0 +1,218 @@
+"""Worker metrics without a broker: what each hook counts, label bounds, isolation."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from hallstats.settings import Settings
+from hallstats.status import rates
+from schemas.catalog import EventType
+from schemas.events import RejectReason, ServiceEvent
+from streams.bundles import position
+from streams.ledger import BatchOutcome, Record, SeenRecord
+from streams.metrics import RAW_TIMESTAMP_HEADER, WorkerMetrics
+from tests.conftest import free_port
+from tests.promserver import grafana_to_promql, metric_names
+
+
+def value(m: WorkerMetrics, name: str, **labels: str) -> float:
+    found = m.registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def record(n: int, kind: str = "accept", hall: str = "h1", when: datetime | None = None) -> Record:
+    event = ServiceEvent(
+        event_id=f"00000000-0000-4000-8000-{n:012d}",
+        event_type=EventType(kind),
+        occurred_at=when or datetime.now(UTC) - timedelta(seconds=30),
+        hall_id=hall,
+        window_id="W01",
+        department="民政厅",
+    )
+    return Record(shard=1, position=position(7, n), event=event)
+
+
+def bundle(headers: Any = None, timestamp: float | None = None) -> SimpleNamespace:
+    message = SimpleNamespace(partition=1, offset=7, headers=headers, timestamp=timestamp)
+    return SimpleNamespace(message=message)
+
+
+def test_counted_tallies_by_bounded_labels_and_observes_latency() -> None:
+    m = WorkerMetrics(Settings(metrics_port=1))
+    outcome = BatchOutcome(
+        newly_counted=[record(1), record(2), record(3, "consult", "h2")],
+        duplicates=[record(4)],
+        conflicts=[(record(5), SeenRecord("x", 0))],
+    )
+    sent_ms = int((time.time() - 5) * 1000)
+    m.counted(outcome, [bundle([(RAW_TIMESTAMP_HEADER, str(sent_ms).encode())], time.time())])
+    accepted = "hallstats_events_accepted_total"
+    assert value(m, accepted, type="accept", hall="h1", department="民政厅") == 2
+    assert value(m, accepted, type="consult", hall="h2", department="民政厅") == 1
+    assert value(m, "hallstats_duplicates_dropped_total") == 1
+    assert value(m, "hallstats_events_rejected_total", reason="conflicting_duplicate") == 1
+    latency = "hallstats_event_latency_seconds"
+    assert value(m, f"{latency}_count", source="occurred_at") == 3
+    assert 29 < value(m, f"{latency}_sum", source="occurred_at") / 3 < 60
+    # From the raw message's timestamp (header), not the bundle's own.
+    assert value(m, f"{latency}_count", source="kafka_timestamp") == 3
+    assert 4.5 < value(m, f"{latency}_sum", source="kafka_timestamp") / 3 < 30
+    label_names = {
+        name
+        for family in m.registry.collect()
+        for sample in family.samples
+        for name in sample.labels
+    }
+    assert label_names <= {"type", "hall", "department", "reason", "source", "period", "topic"} | {
+        "partition",
+        "table",
+        "part",
+        "le",
+    }
+
+
+def test_kafka_latency_falls_back_to_the_bundle_timestamp() -> None:
+    m = WorkerMetrics(Settings(metrics_port=1))
+    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle(None, time.time() - 2)])
+    assert 1.5 < value(m, "hallstats_event_latency_seconds_sum", source="kafka_timestamp") < 30
+
+
+def test_a_metrics_failure_never_reaches_the_agent(caplog: pytest.LogCaptureFixture) -> None:
+    m = WorkerMetrics(Settings(metrics_port=1))
+    m.counted(BatchOutcome(newly_counted=[record(1)]), [object()])  # not a Faust event
+    assert "accounting a counted batch failed" in caplog.text
+    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle([(RAW_TIMESTAMP_HEADER, b"x")])])
+    assert value(m, "hallstats_event_latency_seconds_count", source="occurred_at") == 1
+
+
+def test_late_events_are_those_of_a_finalized_week() -> None:
+    m = WorkerMetrics(Settings(metrics_port=1))
+    m._finalized = frozenset({(2024, 50)})
+    in_w50 = datetime(2024, 12, 15, 15, 59, tzinfo=UTC)  # Sunday 23:59 in Shanghai
+    in_w51 = datetime(2024, 12, 15, 16, 0, tzinfo=UTC)  # Monday 00:00 in Shanghai
+    m.counted(
+        BatchOutcome(newly_counted=[record(1, "issue", when=in_w50), record(2, when=in_w51)]),
+        [bundle()],
+    )
+    assert value(m, "hallstats_late_events_total", type="issue") == 1
+    assert value(m, "hallstats_late_events_total", type="accept") == 0
+
+
+def test_rejections_and_sink_hooks() -> None:
+    m = WorkerMetrics(Settings(metrics_port=1))
+    m.rejected(RejectReason.INVALID_JSON)
+    m.rejected(RejectReason.INVALID_JSON)
+    m.inserted("events", 120, 0.02)
+    m.failed()
+    assert value(m, "hallstats_events_rejected_total", reason="invalid_json") == 2
+    # Every reason is exported from the start, so rate() works before the first rejection.
+    assert (
+        m.registry.get_sample_value(
+            "hallstats_events_rejected_total", {"reason": "oversize_message"}
+        )
+        == 0
+    )
+    assert value(m, "hallstats_clickhouse_batch_rows_sum", table="events") == 120
+    assert value(m, "hallstats_clickhouse_write_seconds_count", table="events") == 1
+    assert value(m, "hallstats_clickhouse_write_failures_total") == 1
+
+
+def test_disabled_metrics_do_nothing_and_serve_nothing() -> None:
+    m = WorkerMetrics(Settings(metrics_port=0))
+    assert not m.enabled
+    m.rejected(RejectReason.INVALID_JSON)
+    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle()])
+    m.failed()
+    assert m.bundle_headers(time.time()) is None
+    m.serve()
+    assert m._server is None
+    assert value(m, "hallstats_events_rejected_total", reason="invalid_json") == 0
+
+
+def test_each_app_has_its_own_registry() -> None:
+    a, b = WorkerMetrics(Settings(metrics_port=1)), WorkerMetrics(Settings(metrics_port=1))
+    a.failed()
+    assert value(a, "hallstats_clickhouse_write_failures_total") == 1
+    assert value(b, "hallstats_clickhouse_write_failures_total") == 0
+    shared = CollectorRegistry()
+    WorkerMetrics(Settings(metrics_port=1), registry=shared)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        WorkerMetrics(Settings(metrics_port=1), registry=shared)
+
+
+def test_serves_on_loopback_and_a_taken_port_is_not_fatal() -> None:
+    port = free_port()
+    m = WorkerMetrics(Settings(metrics_port=port))
+    m.serve()
+    try:
+        m.failed()
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        assert "hallstats_clickhouse_write_failures_total 1.0" in text
+        other = WorkerMetrics(Settings(metrics_port=port))
+        other.serve()  # logs an error, keeps going
+        assert other._server is None
+    finally:
+        m.close()
+
+
+def test_status_rates_between_two_scrapes() -> None:
+    def scrape(
+        accepted: float, rejected: float
+    ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (
+                "hallstats_events_accepted_total",
+                (("department", "d"), ("hall", "h"), ("type", "accept")),
+            ): accepted,
+            ("hallstats_events_rejected_total", (("reason", "invalid_json"),)): rejected,
+        }
+
+    got = rates(scrape(10, 1), scrape(30, 5), 2.0)
+    assert got == {
+        "consult": 0,
+        "accept": 10.0,
+        "issue": 0,
+        "transfer": 0,
+        "dlq": 2.0,
+        "duplicates": 0,
+    }
+    # A counter that went down: the worker restarted, the new value is the increase.
+    assert rates(scrape(30, 5), scrape(4, 5), 2.0)["accept"] == 2.0
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            'sum by (type) (rate(hallstats_events_accepted_total{hall=~"a"}[5m]))',
+            {"hallstats_events_accepted_total"},
+        ),
+        (
+            "time() - max(hallstats_last_finalized_week_timestamp_seconds) > 9 * 86400 "
+            "and max(hallstats_last_finalized_week_timestamp_seconds) > 0",
+            {"hallstats_last_finalized_week_timestamp_seconds"},
+        ),
+        (
+            "(sum(rate(a_total[30m])) or vector(0)) == 0 and on () (hour() * 60 + minute() >= 90)",
+            {"a_total"},
+        ),
+        ("histogram_quantile(0.95, sum by (le) (rate(x_bucket[1m] offset 5m)))", {"x_bucket"}),
+        ('up{job="hallstats"} == 0', {"up"}),
+    ],
+)
+def test_metric_names_of_promql(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names
+
+
+def test_grafana_variables_are_substituted() -> None:
+    expr = 'rate(x{hall=~"$hall"}[$__rate_interval])'
+    assert grafana_to_promql(expr) == 'rate(x{hall=~".*"}[1m])'
