@@ -25,7 +25,6 @@ import os
 import socket
 import statistics
 import time
-import uuid
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -62,23 +61,17 @@ def run_once(
     base: Settings, lines: list[bytes], mode: str, workdir: Path
 ) -> tuple[float, float, int]:
     """Events/s and worker CPU s per 100k events over ``lines``; events archived."""
-    uid = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
-        update={
-            "topic": f"mbench{uid}-events",
-            "dlq_topic": f"mbench{uid}-dlq",
-            "app_id": f"mbench{uid}",
-            "clickhouse_database": f"mbench_{uid}",
-            "worker_data_dir": workdir / uid,
-            "worker_web_port": free_port(),
-            "metrics_port": free_port(),
-            **MODES[mode],
-        }
+    settings = base.isolated(
+        "mbench",
+        workdir,
+        worker_web_port=free_port(),
+        metrics_port=free_port(),
+        **MODES[mode],
     )
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     emit_lines(lines, settings, validate=False)
-    env = {f"HALLSTATS_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
-    env["HALLSTATS_CLICKHOUSE_PASSWORD"] = settings.clickhouse_password.get_secret_value()
+    env = settings.as_env()
+    uid = settings.app_id
     proc = start_worker(settings, workdir / f"worker-{uid}.log", env=env)
     try:
         deadline = time.monotonic() + 300
@@ -99,7 +92,7 @@ def run_once(
     finally:
         client.disconnect()
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"mbench{uid}")]
+    mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(uid)]
     if mine:
         for future in admin.delete_topics(mine, request_timeout=30).values():
             future.result()

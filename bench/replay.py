@@ -52,25 +52,14 @@ def main() -> None:
     args = parser.parse_args()
     base = Settings()
     stack.up(base, progress=lambda m: None)
-    uid = uuid.uuid4().hex[:8]
-    settings = base.model_copy(
-        update={
-            "topic": f"bench{uid}-events",
-            "dlq_topic": f"bench{uid}-dlq",
-            "app_id": f"bench{uid}",
-            "clickhouse_database": f"bench_{uid}",
-            "worker_data_dir": Path(args.workdir) / uid,
-            "worker_web_port": 6099,
-        }
-    )
+    settings = base.isolated("bench", Path(args.workdir), worker_web_port=6099)
     data = Path(args.workdir) / "sample-2024.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     if not data.exists():
         sample.write_jsonl(data, sample.SampleSpec())
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
-    env = {f"HALLSTATS_{k.upper()}": str(v) for k, v in settings.model_dump().items()}
-    env["HALLSTATS_CLICKHOUSE_PASSWORD"] = settings.clickhouse_password.get_secret_value()
-    proc = start_worker(settings, Path(args.workdir) / f"worker-{uid}.log", env=env)
+    log = Path(args.workdir) / f"worker-{settings.app_id}.log"
+    proc = start_worker(settings, log, env=settings.as_env())
     try:
         started = time.monotonic()
         report = emit_file(data, settings, validate=False)

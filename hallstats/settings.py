@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
@@ -88,3 +90,28 @@ class Settings(BaseSettings):
     def by_id_topic(self) -> str:
         """Internal topic that re-keys valid events by event_id (dedup needs co-location)."""
         return f"{self.app_id}-{self.topic}-by-event-id"
+
+    def isolated(self, prefix: str, workdir: Path, **changes: Any) -> Settings:
+        """A copy with its own topics, consumer group, database and data folder, so a
+        test or benchmark run never sees another run's data."""
+        uid = f"{prefix}{uuid.uuid4().hex[:10]}"
+        update: dict[str, Any] = {
+            "topic": f"{uid}-events",
+            "dlq_topic": f"{uid}-events-dlq",
+            "app_id": uid,
+            "clickhouse_database": uid,
+            "worker_data_dir": workdir / uid,
+        }
+        return self.model_copy(update={**update, **changes})
+
+    def as_env(self) -> dict[str, str]:
+        """``HALLSTATS_*`` variables reproducing these settings in a child process.
+
+        Secrets are included in clear: pass the result to a process, never log it.
+        """
+        env = {}
+        for name, value in self.model_dump().items():
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if plain is not None:
+                env[f"HALLSTATS_{name.upper()}"] = str(plain)
+        return env

@@ -96,8 +96,9 @@ def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
     """One status reading; ClickHouse or Kafka being down raises OperationalError."""
     from consumers import figures
     from consumers.clickhouse import connect, ensure_schema
+    from consumers.lifecycle import finalized_weeks
     from consumers.progress import lags
-    from streams.metrics import finalized_weeks, live_counts, window_activity
+    from streams.metrics import live_counts, window_activity
 
     report = Report(now=datetime.now(UTC), metrics_url=url, interval=interval)
     if url is None:

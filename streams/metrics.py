@@ -34,6 +34,7 @@ from clickhouse_driver import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumers.clickhouse import connect, ensure_schema, execute
+from consumers.lifecycle import finalized_weeks
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES
@@ -121,17 +122,6 @@ SELECT hall_id, window_id, toUInt32(max(seen)) FROM (
         settings=settings,
     )
     return [WindowSeen(str(h), str(w), datetime.fromtimestamp(int(ts), UTC)) for h, w, ts in rows]
-
-
-def finalized_weeks(client: Client, settings: Settings) -> dict[IsoWeek, int]:
-    """Every finalized week with its latest version."""
-    rows = execute(
-        client,
-        f"SELECT week, max(version) FROM {settings.clickhouse_database}.finalized_weeks "
-        "GROUP BY week",
-        settings=settings,
-    )
-    return {IsoWeek.parse(str(w)): int(v) for w, v in rows}
 
 
 # --- the metrics -------------------------------------------------------------------------

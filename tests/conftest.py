@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,11 +32,7 @@ hypothesis_settings.load_profile("hallstats")
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The HALLSTATS_* environment that reproduces ``settings`` in a child process."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"HALLSTATS_{name.upper()}"] = str(plain)
-    return env
+    return settings.as_env()
 
 
 def free_port() -> int:
@@ -69,18 +64,12 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
     """Settings with this test's own topics, consumer group and database."""
     from hallstats.emit import ensure_topics
 
-    uid = uuid.uuid4().hex[:10]
-    settings = stack.model_copy(
-        update={
-            "topic": f"t{uid}-events",
-            "dlq_topic": f"t{uid}-events-dlq",
-            "app_id": f"hs{uid}",
-            "clickhouse_database": f"hs_{uid}",
-            "worker_web_port": free_port(),
-            "metrics_port": free_port(),
-            "worker_data_dir": tmp_path / "worker",
-            "worker_batch_seconds": 0.2,
-        }
+    settings = stack.isolated(
+        "hs",
+        tmp_path,
+        worker_web_port=free_port(),
+        metrics_port=free_port(),
+        worker_batch_seconds=0.2,
     )
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     return settings

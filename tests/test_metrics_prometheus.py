@@ -163,21 +163,16 @@ def live(
     from hallstats.emit import ensure_topics
 
     workdir = tmp_path_factory.mktemp("metrics-worker")
-    uid = uuid.uuid4().hex[:10]
-    settings = stack.model_copy(
-        update={
-            "topic": f"t{uid}-events",
-            "dlq_topic": f"t{uid}-events-dlq",
-            "app_id": f"hs{uid}",
-            "clickhouse_database": f"hs_{uid}",
-            "worker_web_port": free_port(),
-            "metrics_port": free_port(),
-            "metrics_refresh_seconds": 1.0,
-            "worker_data_dir": workdir / "worker",
-            "worker_batch_seconds": 0.2,
-        }
+    settings = stack.isolated(
+        "hs",
+        workdir,
+        worker_web_port=free_port(),
+        metrics_port=free_port(),
+        metrics_refresh_seconds=1.0,
+        worker_batch_seconds=0.2,
     )
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
+    uid = settings.app_id
     prometheus.watch(uid, [f"127.0.0.1:{settings.metrics_port}"], {"test": uid})
     log = workdir / "worker.log"
     proc = start_worker(settings, log, env=settings_env(settings))
