@@ -143,15 +143,23 @@ async def _fill_gaps(guard: GapGuard, inputs: list[Fetched]) -> list[Fetched]:
     return await asyncio.to_thread(guard.fetch, gaps) if gaps else []
 
 
-async def _ack_fetched(app: faust.App, topic: str, fetched: list[Fetched]) -> None:
+async def _ack_fetched(app: faust.App, topic: str, guard: GapGuard, fetched: list[Fetched]) -> None:
     """Tell Faust's commit bookkeeping that gap-filled offsets are done.
 
     Faust never delivered them, so it would otherwise wait for them forever
     (or, with exactly one missing, commit past it). ``_add_gap`` is the
     mechanism Faust itself uses for offsets it knows hold nothing to process.
     """
+    consumer = cast(Any, app.consumer)
+    for partition, offset in guard.committed.items():
+        # Faust's own idea of the committed offset can lag the group's real one after
+        # a rebalance; below it, its commit check waits forever for acks that never come.
+        tp = TP(topic, partition)
+        known = consumer._committed_offset.get(tp)
+        if known is None or known < offset:
+            consumer._committed_offset[tp] = offset
     for m in fetched:
-        await cast(Any, app.consumer)._add_gap(TP(topic, m.partition), m.offset, m.offset)
+        await consumer._add_gap(TP(topic, m.partition), m.offset, m.offset)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -276,7 +284,7 @@ def build_app(settings: Settings) -> faust.App:
                         await by_id.send(value=bundle, partition=partition, headers=headers)
                     )
             await asyncio.gather(*pending)
-            await _ack_fetched(app, settings.topic, fetched)
+            await _ack_fetched(app, settings.topic, raw_guard, fetched)
             for event in batch:
                 await stream.ack(event)
 
@@ -352,7 +360,7 @@ def build_app(settings: Settings) -> faust.App:
             )
             await asyncio.gather(*pending)
             metrics.counted(outcome, batch)  # metrics: accepted, duplicates, latency, late
-            await _ack_fetched(app, settings.by_id_topic, fetched)
+            await _ack_fetched(app, settings.by_id_topic, bundle_guard, fetched)
             for event in batch:
                 await stream.ack(event)
 
