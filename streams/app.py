@@ -143,23 +143,32 @@ async def _fill_gaps(guard: GapGuard, inputs: list[Fetched]) -> list[Fetched]:
     return await asyncio.to_thread(guard.fetch, gaps) if gaps else []
 
 
-async def _ack_fetched(app: faust.App, topic: str, guard: GapGuard, fetched: list[Fetched]) -> None:
-    """Tell Faust's commit bookkeeping that gap-filled offsets are done.
-
-    Faust never delivered them, so it would otherwise wait for them forever
-    (or, with exactly one missing, commit past it). ``_add_gap`` is the
-    mechanism Faust itself uses for offsets it knows hold nothing to process.
-    """
+async def _ack_fetched(app: faust.App, topic: str, fetched: list[Fetched]) -> None:
+    """Tell Faust's bookkeeping that gap-filled offsets are done."""
     consumer = cast(Any, app.consumer)
-    for partition, offset in guard.committed.items():
-        # Faust's own idea of the committed offset can lag the group's real one after
-        # a rebalance; below it, its commit check waits forever for acks that never come.
-        tp = TP(topic, partition)
-        known = consumer._committed_offset.get(tp)
-        if known is None or known < offset:
-            consumer._committed_offset[tp] = offset
     for m in fetched:
         await consumer._add_gap(TP(topic, m.partition), m.offset, m.offset)
+
+
+async def _commit_processed(app: faust.App, topic: str, guard: GapGuard) -> None:
+    """Commit what this batch made durable, whatever Faust's own bookkeeping thinks.
+
+    After a restart Faust's acked/committed bookkeeping can stall below offsets it
+    never delivered. The guard knows every offset below its position has been
+    processed and written, so that position is a safe commit. Faust's record is
+    moved up with it, so Faust never commits a lower offset afterwards.
+    """
+    consumer = cast(Any, app.consumer)
+    offsets = {}
+    for partition, position in guard.positions().items():
+        tp = TP(topic, partition)
+        known = consumer._committed_offset.get(tp)
+        if known is None or known < position:
+            offsets[tp] = position
+    if offsets:
+        await app.producer.flush()  # table changelogs first, as Faust's own commit does
+        await consumer._commit(offsets)
+        consumer._committed_offset.update(offsets)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -284,9 +293,10 @@ def build_app(settings: Settings) -> faust.App:
                         await by_id.send(value=bundle, partition=partition, headers=headers)
                     )
             await asyncio.gather(*pending)
-            await _ack_fetched(app, settings.topic, raw_guard, fetched)
+            await _ack_fetched(app, settings.topic, fetched)
             for event in batch:
                 await stream.ack(event)
+            await _commit_processed(app, settings.topic, raw_guard)
 
     @app.agent(by_id)
     @_fatal_on_error
@@ -360,8 +370,9 @@ def build_app(settings: Settings) -> faust.App:
             )
             await asyncio.gather(*pending)
             metrics.counted(outcome, batch)  # metrics: accepted, duplicates, latency, late
-            await _ack_fetched(app, settings.by_id_topic, bundle_guard, fetched)
+            await _ack_fetched(app, settings.by_id_topic, fetched)
             for event in batch:
                 await stream.ack(event)
+            await _commit_processed(app, settings.by_id_topic, bundle_guard)
 
     return app

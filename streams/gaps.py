@@ -78,6 +78,10 @@ class GapGuard:
         finally:
             consumer.close()
 
+    def positions(self) -> dict[int, int]:
+        """Per partition, the offset below which everything has been seen."""
+        return dict(self._expected)
+
     def missing(self, offsets: dict[int, list[int]]) -> dict[int, list[tuple[int, int]]]:
         """Ranges (first, last inclusive) not seen before or between these offsets."""
         self._start(offsets)
