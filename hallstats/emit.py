@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +32,15 @@ class EmitReport:
     rejects_file: Path | None = None
 
 
-def ensure_topics(settings: Settings, topics: Iterable[tuple[str, int]]) -> None:
-    """Create topics that are missing (idempotent; others' settings are left alone)."""
+def ensure_topics(
+    settings: Settings,
+    topics: Iterable[tuple[str, int]],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create topics that are missing (idempotent; others' settings are left alone).
+
+    ``configs`` gives topic configs by name (e.g. compaction for changelogs).
+    """
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     try:
         existing = admin.list_topics(timeout=15).topics
@@ -42,7 +49,12 @@ def ensure_topics(settings: Settings, topics: Iterable[tuple[str, int]]) -> None
             f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
             "start it with `hallstats stack up`"
         ) from exc
-    wanted = [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics]
+    wanted = [
+        NewTopic(
+            name, num_partitions=n, replication_factor=1, config=dict((configs or {}).get(name, {}))
+        )
+        for name, n in topics
+    ]
     missing = [t for t in wanted if t.topic not in existing]
     if not missing:
         return

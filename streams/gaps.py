@@ -40,12 +40,10 @@ class GapGuard:
         self._settings = settings
         self._topic = topic
         self._expected: dict[int, int] = {}
-        self.committed: dict[int, int] = {}  # the group's commit read at generation start
 
     def reset(self) -> None:
         """Forget positions: called on every rebalance."""
         self._expected.clear()
-        self.committed.clear()
 
     def _start(self, partitions: Iterable[int]) -> None:
         unknown = [p for p in partitions if p not in self._expected]
@@ -65,7 +63,6 @@ class GapGuard:
             for tp in committed:
                 if tp.offset >= 0:
                     self._expected[tp.partition] = tp.offset
-                    self.committed[tp.partition] = tp.offset
                 else:  # nothing committed yet: the group starts at the earliest offset
                     low, _high = consumer.get_watermark_offsets(
                         TopicPartition(self._topic, tp.partition), timeout=15

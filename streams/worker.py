@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import time
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from faust import Worker
 
+from hallstats.emit import ensure_topics
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from streams.app import build_app
@@ -37,38 +37,33 @@ def prepare_topics(settings: Settings, timeout: float = 60.0) -> None:
     the group's first assignment can be missing from the leader's metadata and
     is then silently left unassigned (the count stage would never run).
     """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     wanted = internal_topics(settings)
+    ensure_topics(
+        settings,
+        [(name, partitions) for name, (partitions, _config) in wanted.items()],
+        {name: config for name, (_partitions, config) in wanted.items()},
+    )
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     deadline = time.monotonic() + timeout
     while True:
         try:
             existing = admin.list_topics(timeout=10).topics
         except KafkaException as exc:
             raise OperationalError(
-                f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-                "start it with `hallstats stack up`"
+                f"Kafka at {settings.kafka_bootstrap} did not answer ({exc})"
             ) from exc
-        missing = {n: spec for n, spec in wanted.items() if n not in existing}
-        ready = all(
-            len(existing[n].partitions) >= spec[0] for n, spec in wanted.items() if n in existing
-        )
-        if not missing and ready:
+        visible = [
+            n
+            for n, (partitions, _c) in wanted.items()
+            if n in existing and len(existing[n].partitions) >= partitions
+        ]
+        if len(visible) == len(wanted):
             return
         if time.monotonic() > deadline:
             raise OperationalError(
-                f"Kafka at {settings.kafka_bootstrap}: topics {sorted(missing)} not visible "
-                f"after {timeout:.0f} s"
+                f"Kafka at {settings.kafka_bootstrap}: topics "
+                f"{sorted(set(wanted) - set(visible))} not visible after {timeout:.0f} s"
             )
-        new = [
-            NewTopic(n, num_partitions=p, replication_factor=1, config=c)
-            for n, (p, c) in missing.items()
-        ]
-        for name, future in admin.create_topics(new, request_timeout=15).items() if new else []:
-            try:
-                future.result()
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise OperationalError(f"cannot create topic {name!r}: {exc}") from exc
         time.sleep(0.2)
 
 
