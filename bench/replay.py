@@ -9,11 +9,15 @@ ratio says how much of the raw broker read rate the exact pipeline keeps.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.finalize import finalize
 from deploy import stack
@@ -46,6 +50,54 @@ def plain_consume_rate(settings: Settings, expected: int) -> float:
     return seen / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(settings: Settings, worker_pid: int) -> dict[str, int]:
+    """The pids whose CPU the run spends: services, the worker and its intake children."""
+    found = {"counting (worker)": worker_pid}
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children")
+    with contextlib.suppress(OSError):
+        for n, child in enumerate(children.read_text().split()):
+            found[f"intake {n}"] = int(child)
+    root = settings.stack_dir.expanduser().resolve()
+    for name in ("kafka", "clickhouse"):
+        with contextlib.suppress(OSError, ValueError):
+            found[name] = int((root / name / f"{name}.pid").read_text())
+    return found
+
+
+def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
+    """Per stage: (events, busy seconds), from the worker's own /metrics."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    events: dict[str, float] = {}
+    busy: dict[str, float] = {}
+    rows = {"events": 0.0, "seconds": 0.0}
+    for family in text_string_to_metric_families(text):
+        for point in family.samples:
+            stage = point.labels.get("stage")
+            if point.name == "hallstats_stage_events_total" and stage:
+                events[stage] = events.get(stage, 0.0) + point.value
+            elif point.name == "hallstats_stage_busy_seconds_total" and stage:
+                busy[stage] = busy.get(stage, 0.0) + point.value
+            elif point.labels.get("table") == "events":
+                if point.name == "hallstats_clickhouse_batch_rows_sum":
+                    rows["events"] = point.value
+                elif point.name == "hallstats_clickhouse_write_seconds_sum":
+                    rows["seconds"] = point.value
+    result = {stage: (events[stage], busy.get(stage, 0.0)) for stage in events}
+    result["clickhouse writes (archive rows)"] = (rows["events"], rows["seconds"])
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default=".stack/bench")
@@ -60,12 +112,17 @@ def main() -> None:
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     log = Path(args.workdir) / f"worker-{settings.app_id}.log"
     proc = start_worker(settings, log, env=settings.as_env())
+    time.sleep(3)  # let the worker start its intake process
+    pids = processes(base, proc.pid)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
         started = time.monotonic()
         report = emit_file(data, settings, validate=False)
         emitted = time.monotonic() - started
         result = finalize(settings, IsoWeek.parse("2024-W50"), timeout=3600)
         total = time.monotonic() - started
+        stages = stage_rates(settings)
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         stop_worker(proc)
     pipeline_rate = report.sent / total
@@ -75,6 +132,13 @@ def main() -> None:
     print(f"first emit -> finalized:     {total:.1f} s ({pipeline_rate:,.0f} events/s)")
     print(f"plain confluent consumer:    {plain_rate:,.0f} events/s")
     print(f"ratio pipeline/plain:        {pipeline_rate / plain_rate:.3f}")
+    print("per stage (events / seconds busy in that stage; wall time shared by all):")
+    for stage, (events, busy) in stages.items():
+        rate = events / busy if busy else 0.0
+        print(f"  {stage:<32} {events:>9,.0f} events in {busy:7.1f} s busy = {rate:>9,.0f}/s")
+    print(f"CPU seconds during the run ({total:.1f} s wall, {os.cpu_count()} cores):")
+    for name, seconds in cpu.items():
+        print(f"  {name:<32} {seconds:7.1f} s = {seconds / total:5.0%} of one core")
     print(f"2024-W50 weekly {result.snapshot.weekly.as_dict()}")
     print(f"2024-W50 ytd    {result.snapshot.year_to_date.as_dict()}")
 

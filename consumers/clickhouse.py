@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import logging
+import urllib.parse
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from clickhouse_driver import Client
@@ -51,3 +56,90 @@ def ensure_schema(settings: Settings, client: Client | None = None) -> None:
     finally:
         if client is None:
             own.disconnect()
+
+
+def tsv_text(value: str) -> str:
+    """A string as a TabSeparated field (escaped only when it needs it)."""
+    if value.isprintable() and "\\" not in value:
+        return value
+    return value.translate(_TSV_ESCAPES)
+
+
+def tsv_utc(moment: datetime) -> str:
+    """A DateTime('UTC') field: the UTC wall time to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _tsv_field(value: object) -> str:
+    if isinstance(value, str):
+        return tsv_text(value)
+    if isinstance(value, datetime):
+        return tsv_utc(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bool) or value is None:
+        raise OperationalError(f"TabSeparated insert: unsupported value {value!r}")
+    return str(value)
+
+
+def tsv_line(row: Iterable[object]) -> str:
+    return "\t".join(map(_tsv_field, row))
+
+
+_TSV_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f"}
+)
+
+
+class HttpInserter:
+    """Bulk ``INSERT ... FORMAT TabSeparated`` over ClickHouse's HTTP interface.
+
+    The native driver encodes rows in Python at about 12 µs a row; a
+    TabSeparated body costs about 1 µs and the server parses it in C++. Used for
+    the worker's large per-batch inserts; everything else keeps the driver.
+    Errors keep the server's own message (``Code: 60, ... doesn't exist``).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._connection: http.client.HTTPConnection | None = None
+        credentials = (
+            f"{settings.clickhouse_user}:{settings.clickhouse_password.get_secret_value()}"
+        )
+        self._headers = {
+            "Authorization": "Basic " + base64.b64encode(credentials.encode()).decode(),
+            "Content-Type": "text/tab-separated-values; charset=UTF-8",
+        }
+
+    def insert(self, table: str, columns: str, rows: Iterable[Iterable[object]]) -> None:
+        self.insert_lines(table, columns, [tsv_line(row) for row in rows])
+
+    def insert_lines(self, table: str, columns: str, lines: list[str]) -> None:
+        """Rows already formatted as TabSeparated lines (see :func:`tsv_text`)."""
+        if not lines:
+            return
+        body = ("\n".join(lines) + "\n").encode()
+        query = urllib.parse.quote(f"INSERT INTO {table} ({columns}) FORMAT TabSeparated")
+        where = (
+            f"ClickHouse at {self._settings.clickhouse_host}:{self._settings.clickhouse_http_port}"
+        )
+        try:
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(
+                    self._settings.clickhouse_host, self._settings.clickhouse_http_port, timeout=60
+                )
+            self._connection.request("POST", f"/?query={query}", body, self._headers)
+            response = self._connection.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise OperationalError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        if response.status != 200:
+            self.close()
+            message = answer.decode("utf-8", "replace").strip()[:1000]
+            raise OperationalError(f"{where}: HTTP {response.status}: {message}")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

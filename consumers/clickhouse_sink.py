@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from consumers.clickhouse import connect, ensure_schema, execute
+from consumers.clickhouse import (
+    HttpInserter,
+    connect,
+    ensure_schema,
+    tsv_line,
+    tsv_text,
+    tsv_utc,
+)
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from streams.ledger import PeriodCounts, PeriodKey, Record
@@ -55,6 +62,7 @@ class ClickHouseSink:
         self._max_backoff = max_backoff
         self._sleep = sleep
         self._client = connect(settings)
+        self._http = HttpInserter(settings)
         self._observer = observer
         self.failures = 0
 
@@ -68,108 +76,83 @@ class ClickHouseSink:
         *,
         terminals: dict[tuple[str, str], datetime] | None = None,
         late: Iterable[tuple[Record, str, int]] = (),
+        progress: dict[int, int] | None = None,
     ) -> None:
-        """One batch's effects; ``late`` = (record, its finalized week, latest version)."""
+        """One batch's effects; ``late`` = (record, its finalized week, latest version);
+        ``progress`` = next offset per by-event-id partition.
+
+        Order matters (:mod:`streams.state` rebuilds from these tables): the
+        archive first, then counters, then progress. If we crash in between,
+        the batch is replayed and every write here is idempotent.
+        """
         now = datetime.now(UTC).replace(microsecond=0)
         db = self._settings.clickhouse_database
-        extras = [
-            (
-                f"INSERT INTO {db}.terminals (hall_id, window_id, last_seen) VALUES",
-                [
-                    (h, w, seen.astimezone(UTC).replace(microsecond=0))
-                    for (h, w), seen in (terminals or {}).items()
-                ],
-            ),
-            (
-                f"INSERT INTO {db}.late_events (event_id, week, event_type, occurred_at, "
-                "finalized_version, recorded_at) VALUES",
-                [
-                    (
-                        r.event.event_id,
-                        week,
-                        r.event.event_type.value,
-                        r.event.occurred_at.astimezone(UTC).replace(microsecond=0),
-                        version,
-                        now,
-                    )
-                    for r, week, version in late
-                ],
-            ),
-        ]
-        for statement, rows in extras:
-            if rows:
-                self._retry(
-                    lambda s=statement, r=rows: execute(
-                        self._client, s, r, settings=self._settings
-                    ),  # type: ignore[misc]
-                    statement.split("(")[0].strip().lower(),
-                )
-        counter_rows = [
-            (
-                k.shard,
-                k.period_kind,
-                k.period,
-                k.period_start,
-                hall,
-                department,
-                event_type.value,
-                n,
-                v.version,
-                now,
-            )
-            for k, v in dirty.items()
-            for (hall, department, event_type), n in v.counts.items()
-        ]
         zone = self._settings.zone
-        event_rows = [
-            (
-                r.event.event_id,
-                r.event.event_type.value,
-                r.event.occurred_at.astimezone(UTC).replace(microsecond=0),
-                r.event.occurred_at.astimezone(zone).date(),
-                r.event.hall_id,
-                r.event.window_id,
-                r.event.department,
-                r.event.item_code or "",
-                r.event.case_id or "",
-                r.event.fingerprint(),
-                r.shard,
-                r.position,
-                now,
+        self._insert(
+            f"{db}.terminals",
+            "hall_id, window_id, last_seen",
+            [(h, w, seen) for (h, w), seen in (terminals or {}).items()],
+        )
+        self._insert(
+            f"{db}.late_events",
+            "event_id, week, event_type, occurred_at, finalized_version, recorded_at",
+            [
+                (r.event.event_id, week, r.event.event_type.value, r.event.occurred_at, v, now)
+                for r, week, v in late
+            ],
+        )
+        now_text = tsv_utc(now)
+        lines = []
+        for r in owned:  # the hot path: one line per counted event, formatted by hand
+            e = r.event
+            utc = e.occurred_utc
+            lines.append(
+                f"{e.event_id}\t{e.event_type.value}\t{utc[:10]} {utc[11:19]}\t"
+                f"{e.local_date(zone).isoformat()}\t{tsv_text(e.hall_id)}\t"
+                f"{tsv_text(e.window_id)}\t{tsv_text(e.department)}\t"
+                f"{tsv_text(e.item_code or '')}\t{tsv_text(e.case_id or '')}\t"
+                f"{e.fingerprint()}\t{r.shard}\t{r.position}\t{now_text}"
             )
-            for r in owned
-        ]
-        db = self._settings.clickhouse_database
-        # Archive first: if we crash between the two inserts the counters are
-        # re-written on replay, and the archive is idempotent either way.
-        if event_rows:
-            started = time.perf_counter()
-            self._retry(
-                lambda: execute(
-                    self._client,
-                    f"INSERT INTO {db}.events ({_EVENT_COLUMNS}) VALUES",
-                    event_rows,
-                    settings=self._settings,
-                ),
-                f"insert {len(event_rows)} events",
-            )
-            if self._observer is not None:
-                self._observer.inserted("events", len(event_rows), time.perf_counter() - started)
-        if counter_rows:
-            started = time.perf_counter()
-            self._retry(
-                lambda: execute(
-                    self._client,
-                    f"INSERT INTO {db}.counters ({_COUNTER_COLUMNS}) VALUES",
-                    counter_rows,
-                    settings=self._settings,
-                ),
-                f"insert {len(counter_rows)} counters",
-            )
-            if self._observer is not None:
-                self._observer.inserted(
-                    "counters", len(counter_rows), time.perf_counter() - started
+        self._insert_lines(f"{db}.events", _EVENT_COLUMNS, lines, observe="events")
+        self._insert(
+            f"{db}.counters",
+            _COUNTER_COLUMNS,
+            [
+                (
+                    k.shard,
+                    k.period_kind,
+                    k.period,
+                    k.period_start,
+                    hall,
+                    department,
+                    event_type.value,
+                    n,
+                    v.version,
+                    now,
                 )
+                for k, v in dirty.items()
+                for (hall, department, event_type), n in v.counts.items()
+            ],
+            observe="counters",
+        )
+        self._insert(
+            f"{db}.progress",
+            "partition, next_offset, updated_at",
+            [(partition, offset, now) for partition, offset in (progress or {}).items()],
+        )
+
+    def _insert(
+        self, table: str, columns: str, rows: list[tuple[object, ...]], observe: str = ""
+    ) -> None:
+        self._insert_lines(table, columns, [tsv_line(row) for row in rows], observe)
+
+    def _insert_lines(self, table: str, columns: str, lines: list[str], observe: str = "") -> None:
+        if not lines:
+            return
+        started = time.perf_counter()
+        self._retry(lambda: self._http.insert_lines(table, columns, lines), f"insert into {table}")
+        if observe and self._observer is not None:
+            self._observer.inserted(observe, len(lines), time.perf_counter() - started)
 
     def _retry(self, action: Callable[[], object], what: str) -> None:
         backoff = 0.2
@@ -183,6 +166,7 @@ class ClickHouseSink:
                     self._observer.failed()
                 log.warning("ClickHouse %s failed (retrying in %.1fs): %s", what, backoff, exc)
                 self._client.disconnect()
+                self._http.close()
                 self._sleep(backoff)
                 if self._settings.clickhouse_database not in str(exc):
                     continue
@@ -193,3 +177,4 @@ class ClickHouseSink:
 
     def close(self) -> None:
         self._client.disconnect()
+        self._http.close()

@@ -1,9 +1,12 @@
 """Has the worker processed (and written) everything already in Kafka?
 
-The counting stage acknowledges a batch only after ClickHouse has it, so a
-committed offset at the high watermark means "in ClickHouse". The check runs
-stage by stage: first the raw topic (everything validated and forwarded),
-then the by-event-id topic as it stands *after* that (everything counted).
+Each stage records how far it has come where its outputs are durable: the
+intake stage commits raw-topic offsets in its own consumer group after Kafka
+acknowledged its bundles and dead letters; the counting stage writes its next
+offset per by-event-id partition to ClickHouse's ``progress`` table after the
+batch's counters. The check runs stage by stage: first the raw topic
+(everything validated and forwarded), then the by-event-id topic as it
+stands *after* that (everything counted and in ClickHouse).
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from clickhouse_driver import Client
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumers.clickhouse import connect, ensure_schema, execute
 from hallstats.errors import OperationalError
+from hallstats.kafka import consumer_config
 from hallstats.settings import Settings
 
 _TRANSIENT = {
@@ -42,15 +48,24 @@ class Lag:
         return max(0, self.high - self.committed)
 
 
+def intake_group(settings: Settings) -> str:
+    """The intake stage's consumer group (committed offsets of the raw topic)."""
+    return f"{settings.app_id}-intake"
+
+
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": settings.app_id,
-            "enable.auto.commit": False,
-            "socket.timeout.ms": 5000,
-        }
+    return Consumer(consumer_config(settings, intake_group(settings), socket_timeout_ms=5000))
+
+
+def durable_positions(client: Client, settings: Settings) -> dict[int, int]:
+    """Next offset to count per by-event-id partition, as ClickHouse has it."""
+    rows = execute(
+        client,
+        f"SELECT partition, max(next_offset) FROM {settings.clickhouse_database}.progress "
+        "GROUP BY partition",
+        settings=settings,
     )
+    return {int(p): int(o) for p, o in rows}
 
 
 def lags(
@@ -76,6 +91,15 @@ def lags(
             time.sleep(0.5)
 
 
+def _counted_positions(settings: Settings) -> dict[int, int]:
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        return durable_positions(client, settings)
+    finally:
+        client.disconnect()
+
+
 def _lags_once(settings: Settings, topic: str, consumer: Consumer | None) -> list[Lag]:
     own = consumer or _consumer(settings)
     try:
@@ -84,12 +108,15 @@ def _lags_once(settings: Settings, topic: str, consumer: Consumer | None) -> lis
         if info is None or info.error is not None or not info.partitions:
             return []
         tps = [TopicPartition(topic, p) for p in sorted(info.partitions)]
-        committed = own.committed(tps, timeout=10)
+        if topic == settings.by_id_topic:
+            counted = _counted_positions(settings)
+            done = {tp.partition: counted.get(tp.partition, 0) for tp in tps}
+        else:
+            done = {tp.partition: max(tp.offset, 0) for tp in own.committed(tps, timeout=10)}
         result = []
-        for tp in committed:
+        for tp in tps:
             _low, high = own.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            done = tp.offset if tp.offset >= 0 else 0
-            result.append(Lag(topic, tp.partition, done, high))
+            result.append(Lag(topic, tp.partition, done[tp.partition], high))
         return result
     except KafkaException as exc:
         raise OperationalError(
@@ -129,7 +156,7 @@ def wait_until_caught_up(
                         if lag.behind
                     )
                     raise OperationalError(
-                        f"worker group {settings.app_id!r} has not processed everything in "
+                        f"worker {settings.app_id!r} has not processed everything in "
                         f"{topic!r} within {timeout:.0f} s ({behind}); is `hallstats worker` "
                         "running with the same HALLSTATS_APP_ID?"
                     )

@@ -98,7 +98,7 @@ class _bytes_progress:  # noqa: N801 - used like a function
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.worker import run
 
-    run(settings, loglevel=args.loglevel)
+    run(settings, stage=args.stage, loglevel=args.loglevel)
     return 0
 
 
@@ -283,7 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="send lines as they are")
     p.set_defaults(func=cmd_emit)
 
-    p = sub.add_parser("worker", help="run the Faust worker (validate, dedup, count)")
+    p = sub.add_parser("worker", help="run the worker: intake (validate) and count stages")
+    p.add_argument(
+        "--stage",
+        choices=["all", "intake", "count"],
+        default="all",
+        help="all (default): counting here plus intake processes; or one stage alone",
+    )
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
 

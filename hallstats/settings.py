@@ -42,8 +42,13 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=2000, ge=1)
     worker_batch_seconds: float = Field(default=0.5, gt=0)
     worker_web_port: int = 6066
-    worker_store: str = "memory://"
     worker_data_dir: Path = Path(".stack/worker")
+    worker_ack_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="how long a stage waits for Kafka to acknowledge"
+    )
+    worker_intake_processes: int = Field(
+        default=1, ge=0, description="intake processes `hallstats worker` starts beside counting"
+    )
 
     # Metrics (Prometheus; streams/metrics.py). metrics_port 0 disables them.
     metrics_port: int = Field(default=9464, ge=0, le=65535)

@@ -101,5 +101,8 @@ class Periods:
 
     @classmethod
     def of(cls, moment: datetime, zone: ZoneInfo) -> Periods:
-        day = local_date(moment, zone)
+        return cls.of_day(local_date(moment, zone))
+
+    @classmethod
+    def of_day(cls, day: date) -> Periods:
         return cls(day=day, week=IsoWeek.of(day), year=day.year)

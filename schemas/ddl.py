@@ -54,6 +54,15 @@ ORDER BY (period_kind, period, hall_id, department, event_type, shard)""",
     ingested_at DateTime('UTC')
 ) ENGINE = ReplacingMergeTree(source_position)
 ORDER BY event_id""",
+        # Next offset the counting stage will apply, per by-event-id partition, written
+        # after the batch's archive and counters: "everything below is in ClickHouse".
+        # Finalize waits on it; a worker's local state is checked against it.
+        f"""CREATE TABLE IF NOT EXISTS {database}.progress (
+    partition UInt16,
+    next_offset UInt64,
+    updated_at DateTime('UTC')
+) ENGINE = ReplacingMergeTree(next_offset)
+ORDER BY partition""",
         f"""CREATE TABLE IF NOT EXISTS {database}.finalized_weeks (
     week String,
     version UInt32,

@@ -8,14 +8,17 @@ same contract for integrators; a test keeps the two in agreement.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
 
 from hallstats.errors import DataError
 from schemas.catalog import EventType
@@ -32,6 +35,8 @@ _UUID_RE = re.compile(
 _RFC3339_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
 )
+_TYPES = {t.value: t for t in EventType}
+_DAY = timedelta(hours=24)
 _NAME_FIELDS = ("hall_id", "window_id", "department")
 _OPTIONAL_FIELDS = ("item_code", "case_id")
 _REQUIRED_FIELDS = ("schema_version", "event_id", "event_type", "occurred_at", *_NAME_FIELDS)
@@ -119,7 +124,7 @@ class ServiceEvent:
             "schema_version": SCHEMA_VERSION,
             "event_id": self.event_id,
             "event_type": self.event_type.value,
-            "occurred_at": self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "occurred_at": self.occurred_utc,
             "hall_id": self.hall_id,
             "window_id": self.window_id,
             "department": self.department,
@@ -127,31 +132,74 @@ class ServiceEvent:
             "case_id": self.case_id,
         }
 
-    def to_json(self) -> bytes:
-        return json.dumps(self.canonical(), ensure_ascii=False, separators=(",", ":")).encode()
+    # Two derived strings are cached in the instance dict (the dataclass is frozen;
+    # functools.cached_property takes a lock per access on Python 3.11).
 
-    @functools.cached_property
-    def fingerprint_(self) -> str:
-        body = json.dumps(self.canonical(), ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(body.encode()).hexdigest()[:32]
+    def local_date(self, zone: ZoneInfo) -> date:
+        """The hall-local calendar date (cached: every stage of counting asks for it)."""
+        cached: tuple[ZoneInfo, date] | None = self.__dict__.get("_local")
+        if cached is None or cached[0] is not zone:
+            cached = (zone, self.occurred_at.astimezone(zone).date())
+            self.__dict__["_local"] = cached
+        return cached[1]
+
+    @property
+    def occurred_utc(self) -> str:
+        """The instant as canonical UTC text, e.g. ``2024-12-09T01:30:00Z``."""
+        cached: str | None = self.__dict__.get("_utc")
+        if cached is None:
+            cached = self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            self.__dict__["_utc"] = cached
+        return cached
+
+    def to_json(self) -> bytes:
+        """Compact canonical JSON (what bundles carry; the fingerprint rides along)."""
+        return orjson.dumps({**self.canonical(), "fingerprint": self.fingerprint()})
 
     def fingerprint(self) -> str:
         """Content hash that tells a faithful re-send from a conflicting one (cached)."""
-        return self.fingerprint_
+        cached: str | None = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = self.__dict__["_fingerprint"] = self._fingerprint()
+        return cached
+
+    def _fingerprint(self) -> str:
+        # Byte for byte ``json.dumps(self.canonical(), ensure_ascii=False,
+        # sort_keys=True)``, the definition stored fingerprints were made with,
+        # spelled out because it runs for every event (tests check the equality).
+        def text(value: str | None) -> str:
+            return "null" if value is None else str(encode_basestring(value))
+
+        body = (
+            f'{{"case_id": {text(self.case_id)}, "department": {text(self.department)}, '
+            f'"event_id": {text(self.event_id)}, "event_type": {text(self.event_type.value)}, '
+            f'"hall_id": {text(self.hall_id)}, "item_code": {text(self.item_code)}, '
+            f'"occurred_at": {text(self.occurred_utc)}, "schema_version": {SCHEMA_VERSION}, '
+            f'"window_id": {text(self.window_id)}}}'
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
 
     @classmethod
     def from_canonical(cls, data: dict[str, Any]) -> ServiceEvent:
         """Rebuild an event hallstats itself serialised (already validated)."""
-        return cls(
+        # Hot path (every event of every bundle): fill the frozen instance's dict
+        # directly instead of eight object.__setattr__ calls; the data is ours.
+        event = cls.__new__(cls)
+        event.__dict__.update(
             event_id=data["event_id"],
-            event_type=EventType(data["event_type"]),
+            event_type=_TYPES[data["event_type"]],
             occurred_at=datetime.fromisoformat(data["occurred_at"]),
             hall_id=data["hall_id"],
             window_id=data["window_id"],
             department=data["department"],
             item_code=data.get("item_code"),
             case_id=data.get("case_id"),
+            _utc=data["occurred_at"],
         )
+        fingerprint = data.get("fingerprint")
+        if fingerprint is not None:  # computed once, where the event was validated
+            event.__dict__["_fingerprint"] = fingerprint
+        return event
 
 
 def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
@@ -189,7 +237,7 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
             f"{_show(value)} ({exc})",
         ) from exc
     offset = moment.utcoffset()
-    if offset is None or abs(offset) >= timedelta(hours=24):  # pragma: no cover - regex bounds it
+    if offset is None or abs(offset) >= _DAY:  # pragma: no cover - regex bounds it
         raise EventRejected(
             RejectReason.INVALID_TIMESTAMP, field, "an offset under 24h", _show(value)
         )
@@ -215,6 +263,16 @@ def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
             f"at most {MAX_NAME_CHARS} characters",
             f"{len(value)} characters {_show(value)}",
         )
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate escaped as \ud800 in JSON
+            raise EventRejected(
+                RejectReason.INVALID_VALUE,
+                field,
+                "valid Unicode text",
+                f"a lone surrogate at character {exc.start}: {_show(value)}",
+            ) from None
     return value
 
 
@@ -276,9 +334,8 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             "a string",
             f"{type(raw_type).__name__} {_show(raw_type)}",
         )
-    try:
-        event_type = EventType(raw_type)
-    except ValueError:
+    event_type = _TYPES.get(raw_type)
+    if event_type is None:
         raise EventRejected(
             RejectReason.UNKNOWN_EVENT_TYPE,
             "event_type",
@@ -326,6 +383,10 @@ def parse_event(raw: bytes | None, *, max_bytes: int, now: datetime | None = Non
         raise EventRejected(
             RejectReason.OVERSIZE_MESSAGE, None, f"at most {max_bytes} bytes", f"{len(raw)} bytes"
         )
+    try:  # the fast path; where orjson declines, the standard library decides
+        return validate_object(orjson.loads(raw), now=now)
+    except orjson.JSONDecodeError:
+        pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -10,15 +10,21 @@ partition. An event inside a bundle is addressed by its *position*:
 
 from __future__ import annotations
 
-import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import orjson
 
 from schemas.events import ServiceEvent
 
 INDEX_BITS = 16
 MAX_BUNDLE_EVENTS = 2**INDEX_BITS - 1
 MAX_BUNDLE_BYTES = 512 * 1024  # well under Kafka's default 1 MiB message limit
+
+#: Kafka header on a bundle: the oldest Kafka timestamp (ms) of the raw messages
+#: it carries, so latency "from Kafka" includes time spent waiting in the raw topic.
+RAW_TIMESTAMP_HEADER = "hs-raw-ts"
 
 
 def partition_for(event_id: str, partitions: int) -> int:
@@ -46,4 +52,13 @@ def pack(events: Iterable[ServiceEvent]) -> Iterator[bytes]:
 
 
 def unpack(raw: bytes) -> list[ServiceEvent]:
-    return [ServiceEvent.from_canonical(item) for item in json.loads(raw)]
+    return [ServiceEvent.from_canonical(item) for item in orjson.loads(raw)]
+
+
+def raw_timestamp_ms(headers: Any, fallback_ms: int) -> int:
+    """The oldest raw message time a bundle carries, else the bundle's own time."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    for key, value in items:
+        if key == RAW_TIMESTAMP_HEADER and value and value.isdigit():
+            return int(value)
+    return int(fallback_ms)

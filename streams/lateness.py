@@ -20,7 +20,7 @@ from consumers.clickhouse import connect
 from consumers.lifecycle import finalized_weeks
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
-from schemas.calendar import IsoWeek, Periods
+from schemas.calendar import IsoWeek
 from schemas.catalog import is_counted
 from streams.ledger import Record
 
@@ -46,7 +46,7 @@ class FinalizedWeeks:
         for r in records:
             if not is_counted(r.event.event_type):
                 continue
-            week = Periods.of(r.event.occurred_at, zone).week
+            week = IsoWeek.of(r.event.local_date(zone))
             version = self.versions.get(week)
             if version is not None:
                 found.append((r, str(week), version))

@@ -20,6 +20,7 @@ dirty so that the ClickHouse rows (absolute values) are re-written.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -94,13 +95,19 @@ class Record:
     event: ServiceEvent
 
 
-def period_keys(event: ServiceEvent, shard: int, zone: ZoneInfo) -> list[PeriodKey]:
-    periods = Periods.of(event.occurred_at, zone)
-    return [
+def period_keys(event: ServiceEvent, shard: int, zone: ZoneInfo) -> tuple[PeriodKey, ...]:
+    return _keys_of_day(shard, event.local_date(zone))
+
+
+@functools.lru_cache(maxsize=4096)
+def _keys_of_day(shard: int, day: date) -> tuple[PeriodKey, ...]:
+    """The day's, ISO week's and year's keys; cached, since a batch shares a few days."""
+    periods = Periods.of_day(day)
+    return (
         PeriodKey(shard, "day", periods.day.isoformat(), periods.day),
         PeriodKey(shard, "week", str(periods.week), periods.week.start),
         PeriodKey(shard, "year", f"{periods.year:04d}", date(periods.year, 1, 1)),
-    ]
+    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -38,18 +38,14 @@ from consumers.lifecycle import finalized_weeks
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES
-from schemas.events import RejectReason
 from streams.bundles import INDEX_BITS
 from streams.ledger import BatchOutcome
+from streams.stage_stats import BatchHistogram, StageCollector, StageTallies
 
 if TYPE_CHECKING:
     import faust
 
 log = logging.getLogger(__name__)
-
-#: Kafka header on a bundle: the oldest Kafka timestamp (ms) of the raw messages
-#: it carries, so latency "from Kafka" includes time spent waiting in the raw topic.
-RAW_TIMESTAMP_HEADER = "hs-raw-ts"
 
 PERIODS = ("today", "week", "year_to_date")
 #: How far back a terminal (window) counts as "known" for silence detection.
@@ -130,7 +126,12 @@ SELECT hall_id, window_id, toUInt32(max(seen)) FROM (
 class WorkerMetrics:
     """The worker's business metrics; every method is a no-op when disabled."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+        stages: list[StageTallies] | None = None,
+    ) -> None:
         self.settings = settings
         self.enabled = settings.metrics_port != 0
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -140,21 +141,17 @@ class WorkerMetrics:
         self._count_labels: set[tuple[str, str, str]] = set()
         self._halls: set[str] = set()
         r = self.registry
+        # Per-stage throughput and every rejection, read at scrape time (the intake
+        # stage may be another process: its tallies are in shared memory).
+        self.stages = stages if stages is not None else [StageTallies("count")]
+        if self.enabled:
+            r.register(StageCollector(self.stages))
         self.accepted = Counter(
             "hallstats_events_accepted",
             "Valid events counted for the first time (after dedup), by type, hall, department.",
             ["type", "hall", "department"],
             registry=r,
         )
-        self.rejected_total = Counter(
-            "hallstats_events_rejected",
-            "Messages sent to the DLQ, by reason (validation or conflicting duplicate).",
-            ["reason"],
-            registry=r,
-        )
-        self._rejected = {
-            reason: self.rejected_total.labels(reason.value) for reason in RejectReason
-        }
         self.duplicates = Counter(
             "hallstats_duplicates_dropped",
             "Re-sent copies of already counted events, dropped.",
@@ -174,15 +171,13 @@ class WorkerMetrics:
             ["period", "type", "hall"],
             registry=r,
         )
-        latency = Histogram(
+        self.latency = BatchHistogram(
             "hallstats_event_latency_seconds",
             "Seconds from occurred_at, or from the raw message's Kafka timestamp, to counted.",
-            ["source"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            "source",
+            LATENCY_BUCKETS,
         )
-        self._latency_occurred = latency.labels("occurred_at")
-        self._latency_kafka = latency.labels("kafka_timestamp")
+        r.register(self.latency)
         self.lag = Gauge(
             "hallstats_consumer_lag",
             "Messages not yet committed by the worker group (high watermark - committed).",
@@ -302,54 +297,46 @@ class WorkerMetrics:
 
     # --- event path (called by the agents) -----------------------------------------------
 
-    def rejected(self, reason: RejectReason, n: int = 1) -> None:
-        if self.enabled:
-            self._rejected[reason].inc(n)
-
-    def bundle_headers(self, oldest_raw_timestamp: float | None) -> dict[str, bytes] | None:
-        """Headers for a bundle whose oldest raw message has this Kafka timestamp (s)."""
-        if not self.enabled or oldest_raw_timestamp is None:
-            return None
-        return {RAW_TIMESTAMP_HEADER: str(int(oldest_raw_timestamp * 1000)).encode()}
-
-    def counted(self, outcome: BatchOutcome, batch: Sequence[Any]) -> None:
+    def counted(
+        self, outcome: BatchOutcome, raw_timestamps: Mapping[tuple[int, int], float]
+    ) -> None:
         """Account one counting batch after ClickHouse has it (so "counted" is durable).
 
-        ``batch`` holds the Faust events of the by-event-id topic (bundles). A failure
-        here is logged, never raised: it would stop the agent, and counting matters more.
+        ``raw_timestamps``: (partition, offset) of each bundle -> oldest raw Kafka time
+        (s). A failure here is logged, never raised: counting matters more.
         """
         if not self.enabled:
             return
         try:
-            self._counted(outcome, batch)
+            self._counted(outcome, raw_timestamps)
         except Exception:
             log.exception("metrics: accounting a counted batch failed")
 
-    def _counted(self, outcome: BatchOutcome, batch: Sequence[Any]) -> None:
+    def _counted(self, outcome: BatchOutcome, raw_ts: Mapping[tuple[int, int], float]) -> None:
         now = time.time()
-        raw_ts = {(e.message.partition, e.message.offset): _raw_timestamp(e.message) for e in batch}
         zone = self.settings.zone
         finalized = self._finalized
         tally: Tally[tuple[str, str, str]] = Tally()
         late: Tally[str] = Tally()
+        from_occurred, from_kafka = [], []
         for record in outcome.newly_counted:
             event = record.event
             kind = event.event_type.value
             tally[(kind, event.hall_id, event.department)] += 1
-            self._latency_occurred.observe(max(0.0, now - event.occurred_at.timestamp()))
+            from_occurred.append(max(0.0, now - event.occurred_at.timestamp()))
             sent = raw_ts.get((record.shard, record.position >> INDEX_BITS))
             if sent is not None:
-                self._latency_kafka.observe(max(0.0, now - sent))
-            if finalized and event.occurred_at.astimezone(zone).isocalendar()[:2] in finalized:
+                from_kafka.append(max(0.0, now - sent))
+            if finalized and event.local_date(zone).isocalendar()[:2] in finalized:
                 late[kind] += 1
+        self.latency.observe_many("occurred_at", from_occurred)
+        self.latency.observe_many("kafka_timestamp", from_kafka)
         for labels, n in tally.items():
             self.accepted.labels(*labels).inc(n)
         for kind, n in late.items():
             self._late[kind].inc(n)
         if outcome.duplicates:
             self.duplicates.inc(len(outcome.duplicates))
-        if outcome.conflicts:
-            self.rejected(RejectReason.CONFLICTING_DUPLICATE, len(outcome.conflicts))
 
     # SinkObserver (consumers/clickhouse_sink.py); called from the sink's thread.
     def inserted(self, table: str, rows: int, seconds: float) -> None:
@@ -433,16 +420,3 @@ class WorkerMetrics:
         for lags in per_topic:
             for lag in lags:
                 self.lag.labels(lag.topic, str(lag.partition)).set(lag.behind)
-
-
-def _raw_timestamp(message: Any) -> float | None:
-    """Oldest raw Kafka timestamp (s) of a bundle; the bundle's own timestamp if absent."""
-    headers = message.headers or ()
-    items: Iterable[tuple[str, bytes]] = (
-        headers.items() if isinstance(headers, Mapping) else headers
-    )
-    for key, value in items:
-        if key == RAW_TIMESTAMP_HEADER and value and value.isdigit():
-            return int(value) / 1000
-    ts = message.timestamp
-    return float(ts) if ts else None

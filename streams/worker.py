@@ -1,31 +1,45 @@
-"""Run the Faust app as a long-lived worker process (``hallstats worker``)."""
+"""``hallstats worker``: run the stages as long-lived processes.
+
+``--stage all`` (the default) runs counting (the Faust app) in this process
+and ``HALLSTATS_WORKER_INTAKE_PROCESSES`` intake processes beside it: two cores
+work at once, and one command still runs everything. ``--stage intake`` and
+``--stage count`` run one stage alone, to scale each by adding processes (up
+to the partition count of its input topic).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import multiprocessing
+import signal
+import threading
 import time
+from multiprocessing.process import BaseProcess
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from faust import Worker
+from prometheus_client import CollectorRegistry, start_http_server
 
 from hallstats.emit import ensure_topics
 from hallstats.errors import OperationalError
+from hallstats.kafka import client_config
 from hallstats.settings import Settings
-from streams.app import build_app
+from streams.stage_stats import StageCollector, StageTallies
 
 log = logging.getLogger(__name__)
+
+STAGES = ("all", "intake", "count")
 
 
 def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """Topics the worker needs, with partitions and config, named as Faust names them."""
-    compact = {"cleanup.policy": "compact"}
     return {
         settings.topic: (settings.partitions, {}),
         settings.dlq_topic: (1, {}),
         settings.by_id_topic: (settings.partitions, {}),
-        f"{settings.app_id}-owners-changelog": (settings.partitions, compact),
-        f"{settings.app_id}-counters-changelog": (settings.partitions, compact),
         f"{settings.app_id}-__assignor-__leader": (1, {}),
     }
 
@@ -43,7 +57,7 @@ def prepare_topics(settings: Settings, timeout: float = 60.0) -> None:
         [(name, partitions) for name, (partitions, _config) in wanted.items()],
         {name: config for name, (_partitions, config) in wanted.items()},
     )
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -67,11 +81,100 @@ def prepare_topics(settings: Settings, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def run(settings: Settings, *, loglevel: str = "info") -> None:
-    """Block until the worker is stopped (SIGTERM/SIGINT); Faust commits on the way out."""
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this process when its parent dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_intake(settings: Settings, tallies: StageTallies, *, child: bool) -> None:
+    """Run one intake process until SIGTERM/SIGINT; the current batch finishes first."""
+    from streams.intake import Intake
+
+    if child:
+        _die_with_parent()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Intake(settings, tallies).run(stop)
+
+
+class IntakeProcesses:
+    """Intake children of ``hallstats worker``, restarted if one dies."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self._settings = settings
+        self._context = multiprocessing.get_context("fork")
+        self.tallies = [StageTallies("intake", shared=True) for _ in range(count)]
+        self._procs: list[BaseProcess | None] = [None] * count
+
+    def start(self) -> None:
+        for index in range(len(self._procs)):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        proc = self._context.Process(
+            target=run_intake,
+            args=(self._settings, self.tallies[index]),
+            kwargs={"child": True},
+            name=f"hallstats-intake-{index}",
+            daemon=True,
+        )
+        proc.start()
+        self._procs[index] = proc
+        log.info("intake process %s started (pid %s)", index, proc.pid)
+
+    def watch(self) -> None:
+        for index, proc in enumerate(self._procs):
+            if proc is not None and not proc.is_alive():
+                log.error("intake process %s exited with %s; restarting it", index, proc.exitcode)
+                self._spawn(index)
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc is not None and proc.is_alive():
+                proc.terminate()
+        for proc in self._procs:
+            if proc is not None:
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+
+
+def run(settings: Settings, *, stage: str = "all", loglevel: str = "info") -> None:
+    """Block until the worker is stopped (SIGTERM/SIGINT)."""
     logging.getLogger("clickhouse_driver").setLevel(logging.WARNING)
+    if stage not in STAGES:
+        raise OperationalError(f"--stage: expected one of {', '.join(STAGES)}, got {stage!r}")
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     prepare_topics(settings)
-    app = build_app(settings)
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    if stage == "intake":
+        logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(message)s")
+        tallies = StageTallies("intake")
+        if settings.metrics_port:
+            registry = CollectorRegistry()
+            registry.register(StageCollector([tallies]))
+            start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+        run_intake(settings, tallies, child=False)
+        return
+    children = IntakeProcesses(settings, settings.worker_intake_processes if stage == "all" else 0)
+    children.start()
+    try:
+        _run_faust(settings, children, loglevel)
+    finally:
+        children.stop()
+
+
+def _run_faust(settings: Settings, children: IntakeProcesses, loglevel: str) -> None:
+    from faust import Worker
+
+    from streams.app import build_app
+
+    app, _counting = build_app(settings, extra_stages=children.tallies)
+
+    @app.timer(1.0)  # type: ignore[untyped-decorator]
+    async def watch_intake() -> None:
+        children.watch()
+
+    worker: Any = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -135,7 +136,7 @@ def test_counts_each_event_once_whatever_crashes(
 def test_conflicting_duplicate_is_reported_and_not_counted() -> None:
     rng = random.Random(1)
     first = make_event(1, rng)
-    changed = ServiceEvent(**{**first.__dict__, "window_id": "W9"})
+    changed = dataclasses.replace(first, window_id="W9")
     seen: dict[str, SeenRecord] = {}
     counters: dict[PeriodKey, PeriodCounts] = {}
     outcome = apply_batch(
@@ -149,7 +150,7 @@ def test_conflicting_duplicate_is_reported_and_not_counted() -> None:
 
 def test_heartbeats_are_never_counted() -> None:
     rng = random.Random(2)
-    beat = ServiceEvent(**{**make_event(5, rng).__dict__, "event_type": EventType.HEARTBEAT})
+    beat = dataclasses.replace(make_event(5, rng), event_type=EventType.HEARTBEAT)
     counters: dict[PeriodKey, PeriodCounts] = {}
     outcome = apply_batch([Record(0, 0, beat)], {}, counters, ZONE)
     assert outcome.heartbeats and not counters and not outcome.dirty

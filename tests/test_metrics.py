@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -17,7 +15,8 @@ from schemas.catalog import EventType
 from schemas.events import RejectReason, ServiceEvent
 from streams.bundles import position
 from streams.ledger import BatchOutcome, Record, SeenRecord
-from streams.metrics import RAW_TIMESTAMP_HEADER, WorkerMetrics
+from streams.metrics import WorkerMetrics
+from streams.stage_stats import StageTallies
 from tests.conftest import free_port
 from tests.promserver import grafana_to_promql, metric_names
 
@@ -39,9 +38,9 @@ def record(n: int, kind: str = "accept", hall: str = "h1", when: datetime | None
     return Record(shard=1, position=position(7, n), event=event)
 
 
-def bundle(headers: Any = None, timestamp: float | None = None) -> SimpleNamespace:
-    message = SimpleNamespace(partition=1, offset=7, headers=headers, timestamp=timestamp)
-    return SimpleNamespace(message=message)
+def bundle(raw_timestamp: float) -> dict[tuple[int, int], float]:
+    """The bundle that carried the records (partition 1, offset 7) and its raw time."""
+    return {(1, 7): raw_timestamp}
 
 
 def test_counted_tallies_by_bounded_labels_and_observes_latency() -> None:
@@ -51,17 +50,15 @@ def test_counted_tallies_by_bounded_labels_and_observes_latency() -> None:
         duplicates=[record(4)],
         conflicts=[(record(5), SeenRecord("x", 0))],
     )
-    sent_ms = int((time.time() - 5) * 1000)
-    m.counted(outcome, [bundle([(RAW_TIMESTAMP_HEADER, str(sent_ms).encode())], time.time())])
+    m.counted(outcome, bundle(time.time() - 5))
     accepted = "hallstats_events_accepted_total"
     assert value(m, accepted, type="accept", hall="h1", department="民政厅") == 2
     assert value(m, accepted, type="consult", hall="h2", department="民政厅") == 1
     assert value(m, "hallstats_duplicates_dropped_total") == 1
-    assert value(m, "hallstats_events_rejected_total", reason="conflicting_duplicate") == 1
     latency = "hallstats_event_latency_seconds"
     assert value(m, f"{latency}_count", source="occurred_at") == 3
     assert 29 < value(m, f"{latency}_sum", source="occurred_at") / 3 < 60
-    # From the raw message's timestamp (header), not the bundle's own.
+    # From the raw message's timestamp (the bundle's header, see streams.bundles).
     assert value(m, f"{latency}_count", source="kafka_timestamp") == 3
     assert 4.5 < value(m, f"{latency}_sum", source="kafka_timestamp") / 3 < 30
     label_names = {
@@ -75,20 +72,24 @@ def test_counted_tallies_by_bounded_labels_and_observes_latency() -> None:
         "table",
         "part",
         "le",
+        "stage",
     }
 
 
-def test_kafka_latency_falls_back_to_the_bundle_timestamp() -> None:
-    m = WorkerMetrics(Settings(metrics_port=1))
-    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle(None, time.time() - 2)])
-    assert 1.5 < value(m, "hallstats_event_latency_seconds_sum", source="kafka_timestamp") < 30
+def test_bundle_raw_timestamp_header_falls_back_to_the_bundle_time() -> None:
+    from streams.bundles import RAW_TIMESTAMP_HEADER, raw_timestamp_ms
+
+    assert raw_timestamp_ms([(RAW_TIMESTAMP_HEADER, b"1700")], 2000) == 1700
+    assert raw_timestamp_ms({RAW_TIMESTAMP_HEADER: b"1700"}, 2000) == 1700
+    assert raw_timestamp_ms(None, 2000) == 2000
+    assert raw_timestamp_ms([(RAW_TIMESTAMP_HEADER, b"x")], 2000) == 2000
 
 
 def test_a_metrics_failure_never_reaches_the_agent(caplog: pytest.LogCaptureFixture) -> None:
     m = WorkerMetrics(Settings(metrics_port=1))
-    m.counted(BatchOutcome(newly_counted=[record(1)]), [object()])  # not a Faust event
+    m.counted(BatchOutcome(newly_counted=[record(1)]), {(1, 7): "not a time"})  # type: ignore[dict-item]
     assert "accounting a counted batch failed" in caplog.text
-    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle([(RAW_TIMESTAMP_HEADER, b"x")])])
+    m.counted(BatchOutcome(newly_counted=[record(1)]), {})
     assert value(m, "hallstats_event_latency_seconds_count", source="occurred_at") == 1
 
 
@@ -99,16 +100,25 @@ def test_late_events_are_those_of_a_finalized_week() -> None:
     in_w51 = datetime(2024, 12, 15, 16, 0, tzinfo=UTC)  # Monday 00:00 in Shanghai
     m.counted(
         BatchOutcome(newly_counted=[record(1, "issue", when=in_w50), record(2, when=in_w51)]),
-        [bundle()],
+        {},
     )
     assert value(m, "hallstats_late_events_total", type="issue") == 1
     assert value(m, "hallstats_late_events_total", type="accept") == 0
 
 
-def test_rejections_and_sink_hooks() -> None:
-    m = WorkerMetrics(Settings(metrics_port=1))
-    m.rejected(RejectReason.INVALID_JSON)
-    m.rejected(RejectReason.INVALID_JSON)
+def test_rejections_stage_tallies_and_sink_hooks() -> None:
+    intake, count = StageTallies("intake", shared=True), StageTallies("count")
+    m = WorkerMetrics(Settings(metrics_port=1), stages=[intake, count])
+    intake.rejected(RejectReason.INVALID_JSON)
+    intake.rejected(RejectReason.INVALID_JSON)
+    count.rejected(RejectReason.CONFLICTING_DUPLICATE)
+    intake.batch(messages=10, events=8, seconds=0.5)
+    count.batch(messages=2, events=8, seconds=0.25)
+    assert value(m, "hallstats_events_rejected_total", reason="conflicting_duplicate") == 1
+    assert value(m, "hallstats_stage_messages_total", stage="intake") == 10
+    assert value(m, "hallstats_stage_events_total", stage="count") == 8
+    assert value(m, "hallstats_stage_busy_seconds_total", stage="count") == 0.25
+    assert value(m, "hallstats_stage_batches_total", stage="intake") == 1
     m.inserted("events", 120, 0.02)
     m.failed()
     assert value(m, "hallstats_events_rejected_total", reason="invalid_json") == 2
@@ -127,10 +137,9 @@ def test_rejections_and_sink_hooks() -> None:
 def test_disabled_metrics_do_nothing_and_serve_nothing() -> None:
     m = WorkerMetrics(Settings(metrics_port=0))
     assert not m.enabled
-    m.rejected(RejectReason.INVALID_JSON)
-    m.counted(BatchOutcome(newly_counted=[record(1)]), [bundle()])
+    m.stages[0].rejected(RejectReason.INVALID_JSON)
+    m.counted(BatchOutcome(newly_counted=[record(1)]), {})
     m.failed()
-    assert m.bundle_headers(time.time()) is None
     m.serve()
     assert m._server is None
     assert value(m, "hallstats_events_rejected_total", reason="invalid_json") == 0

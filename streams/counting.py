@@ -1,0 +1,293 @@
+"""Counting stage: bundles of the by-event-id topic in, exact counters in ClickHouse out.
+
+Plain synchronous code, so the Faust agent (:mod:`streams.app`) only delivers
+bundles and acknowledges them, and tests can drive it without Faust. A batch:
+
+1. keeps, per partition, only offsets at or after the partition's position
+   (a replay after a crash or rebalance is skipped) and reads any offset the
+   delivery skipped straight from Kafka (:mod:`streams.gaps`), so every offset
+   is applied once, in order, whatever the framework delivered;
+2. dedups and counts (:func:`streams.ledger.apply_batch`) against the local
+   state (:mod:`streams.state`);
+3. makes every effect durable in this order: dead letters (Kafka), the events
+   archive and counters, then ``progress`` (ClickHouse), then the local state.
+
+A crash anywhere replays from the last local (or ClickHouse) position, and the
+ledger's positions make the replay add nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from consumers.clickhouse import connect, ensure_schema
+from consumers.clickhouse_sink import ClickHouseSink, SinkObserver
+from hallstats.errors import OperationalError
+from hallstats.kafka import consumer_config, producer_config
+from hallstats.settings import Settings
+from schemas.events import EventRejected, RejectReason
+from streams import bundles
+from streams.dlq import SourcePosition, dead_letter
+from streams.gaps import Fetched, fetch, missing
+from streams.lateness import FinalizedWeeks
+from streams.ledger import BatchOutcome, Record, apply_batch
+from streams.stage_stats import StageTallies
+from streams.state import LocalState, Overlay
+
+log = logging.getLogger(__name__)
+
+
+class CountObserver(SinkObserver, Protocol):
+    """Told about every counted batch, after it is durable (metrics)."""
+
+    def counted(self, outcome: BatchOutcome, raw_timestamps: dict[tuple[int, int], float]) -> None:
+        """``raw_timestamps``: (partition, offset) of a bundle -> oldest raw Kafka time (s)."""
+
+
+@dataclass(frozen=True)
+class CountResult:
+    bundles: int
+    events: int
+    newly_counted: int
+    duplicates: int
+    conflicts: int
+
+
+class Counting:
+    """The counting stage of one process, over the partitions assigned to it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        observer: CountObserver | None = None,
+        tallies: StageTallies | None = None,
+        finalized: FinalizedWeeks | None = None,
+    ) -> None:
+        self._settings = settings
+        self._observer = observer
+        self.tallies = tallies or StageTallies("count")
+        self._finalized = finalized or FinalizedWeeks(settings)
+        self._lock = threading.Lock()
+        self._positions: dict[int, int] = {}
+        self._last_input: dict[int, float] = {}
+        self._state: LocalState | None = None
+        self._sink: ClickHouseSink | None = None
+        self._producer: Producer | None = None
+        self._reader: Consumer | None = None
+        self._dlq_failures: list[str] = []
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _open(self) -> tuple[LocalState, ClickHouseSink]:
+        if self._sink is None:
+            self._sink = ClickHouseSink(self._settings, observer=self._observer)
+            self._sink.ensure_schema()
+        if self._state is None:
+            self._state = LocalState(self._settings)
+        return self._state, self._sink
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Adopt newly assigned partitions: local state checked against ClickHouse."""
+        wanted = sorted(set(partitions) - set(self._positions))
+        if not wanted:
+            return
+        with self._lock:
+            state, _sink = self._open()
+            client = connect(self._settings)
+            try:
+                ensure_schema(self._settings, client)
+                state.adopt(wanted, client)
+            finally:
+                client.disconnect()
+            for partition in wanted:
+                self._positions[partition] = state.position(partition) or 0
+                self._last_input[partition] = time.monotonic()
+        log.info("count: partitions %s at offsets %s", wanted, self._positions)
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        with self._lock:
+            for partition in partitions:
+                self._positions.pop(partition, None)
+                self._last_input.pop(partition, None)
+
+    def assigned(self) -> dict[int, int]:
+        return dict(self._positions)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._state is not None:
+                self._state.close()
+                self._state = None
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+
+    # --- the batch ------------------------------------------------------------------------
+
+    def process(self, delivered: list[Fetched]) -> CountResult:
+        """Apply delivered bundles (any order, replays and gaps allowed); durable on return."""
+        with self._lock:
+            return self._process(delivered, fill_to=None)
+
+    def catch_up(self, idle_seconds: float = 5.0) -> CountResult | None:
+        """Read offsets that Kafka holds but delivery has not brought for a while.
+
+        Covers a framework that skipped the tail of a partition: nothing later
+        arrives to reveal the gap, yet finalize waits for every offset.
+        """
+        with self._lock:
+            now = time.monotonic()
+            idle = [p for p in self._positions if now - self._last_input[p] >= idle_seconds]
+            if not idle:
+                return None
+            highs = self._high_watermarks(idle)
+            behind = {p: h for p, h in highs.items() if h > self._positions[p]}
+            if not behind:
+                for p in idle:
+                    self._last_input[p] = now
+                return None
+            return self._process([], fill_to=behind)
+
+    def _process(self, delivered: list[Fetched], fill_to: dict[int, int] | None) -> CountResult:
+        started = time.perf_counter()
+        settings = self._settings
+        state, sink = self._open()
+        offsets: dict[int, list[int]] = defaultdict(list)
+        inputs: dict[tuple[int, int], Fetched] = {}
+        for m in delivered:
+            position = self._positions.get(m.partition)
+            if position is None or m.offset < position:
+                continue  # not ours (any more), or already applied
+            offsets[m.partition].append(m.offset)
+            inputs[(m.partition, m.offset)] = m
+        for partition, high in (fill_to or {}).items():
+            offsets[partition].append(high)  # a sentinel: everything before it is wanted
+        gaps = missing({p: self._positions[p] for p in offsets}, offsets)
+        if fill_to:
+            for partition, high in fill_to.items():
+                offsets[partition].remove(high)
+        if gaps:
+            for m in fetch(self._reader_consumer(), settings.by_id_topic, gaps):
+                offsets[m.partition].append(m.offset)
+                inputs[(m.partition, m.offset)] = m
+        if not inputs:
+            return CountResult(0, 0, 0, 0, 0)
+        ordered = sorted(inputs.values(), key=lambda m: (m.partition, m.offset))
+        records = [
+            Record(m.partition, bundles.position(m.offset, i), event)
+            for m in ordered
+            for i, event in enumerate(bundles.unpack(m.value or b"[]"))
+        ]
+        seen = state.owners({r.event.event_id: r.shard for r in records})
+        counters = Overlay(state)
+        outcome = apply_batch(records, seen, counters, settings.zone)
+        self._dead_letter_conflicts(outcome)
+        terminals: dict[tuple[str, str], datetime] = {}  # liveness, heartbeats included
+        for r in records:
+            terminal = (r.event.hall_id, r.event.window_id)
+            if terminal not in terminals or r.event.occurred_at > terminals[terminal]:
+                terminals[terminal] = r.event.occurred_at
+        positions = {p: max(offs) + 1 for p, offs in offsets.items() if offs}
+        sink.write(
+            outcome.dirty,
+            outcome.owned,
+            terminals=terminals,
+            late=self._finalized.late(outcome.newly_counted, settings.zone),
+            progress=positions,
+        )
+        state.commit(
+            ((r.shard, r.event.event_id, seen[r.event.event_id]) for r in outcome.first_seen),
+            counters.written,
+            positions,
+        )
+        now = time.monotonic()
+        for partition, position in positions.items():
+            self._positions[partition] = position
+            self._last_input[partition] = now
+        self.tallies.batch(len(ordered), len(records), time.perf_counter() - started)
+        if outcome.conflicts:
+            self.tallies.rejected(RejectReason.CONFLICTING_DUPLICATE, len(outcome.conflicts))
+        if self._observer is not None:
+            self._observer.counted(
+                outcome,
+                {(m.partition, m.offset): m.timestamp_ms / 1000 for m in ordered},
+            )
+        return CountResult(
+            len(ordered),
+            len(records),
+            len(outcome.newly_counted),
+            len(outcome.duplicates),
+            len(outcome.conflicts),
+        )
+
+    # --- Kafka helpers --------------------------------------------------------------------
+
+    def _dead_letter_conflicts(self, outcome: BatchOutcome) -> None:
+        """Conflicts to the DLQ, acknowledged before anything says the batch is done."""
+        if not outcome.conflicts:
+            return
+        settings = self._settings
+        if self._producer is None:
+            self._producer = Producer(producer_config(settings))
+        now = datetime.now(UTC)
+        for record, previous in outcome.conflicts:
+            rejection = EventRejected(
+                RejectReason.CONFLICTING_DUPLICATE,
+                "event_id",
+                f"the content first seen at position {previous.position} "
+                f"(fingerprint {previous.fingerprint})",
+                f"different content (fingerprint {record.event.fingerprint()})",
+            )
+            source = SourcePosition(
+                settings.by_id_topic, record.shard, record.position >> bundles.INDEX_BITS, None
+            )
+            self._producer.produce(
+                settings.dlq_topic,
+                key=record.event.event_id.encode(),
+                value=dead_letter(rejection.as_dict(), record.event.to_json(), source, None, now),
+                headers={"reason": rejection.reason.value.encode()},
+                on_delivery=self._dlq_delivered,
+            )
+        remaining = self._producer.flush(settings.worker_ack_timeout_seconds)
+        if remaining or self._dlq_failures:
+            detail = self._dlq_failures[0] if self._dlq_failures else f"{remaining} unacknowledged"
+            self._dlq_failures.clear()
+            raise OperationalError(
+                f"count: dead letters to {settings.dlq_topic!r} not acknowledged ({detail})"
+            )
+
+    def _dlq_delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._dlq_failures.append(str(err))
+
+    def _reader_consumer(self) -> Consumer:
+        if self._reader is None:
+            self._reader = Consumer(
+                consumer_config(
+                    self._settings,
+                    f"{self._settings.app_id}-gap-reader",
+                    isolation_level="read_committed",
+                )
+            )
+        return self._reader
+
+    def _high_watermarks(self, partitions: list[int]) -> dict[int, int]:
+        reader = self._reader_consumer()
+        topic = self._settings.by_id_topic
+        return {
+            p: int(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+            for p in partitions
+        }
