@@ -59,13 +59,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def processes(settings: Settings, worker_pid: int) -> dict[str, int]:
-    """The pids whose CPU the run spends: services, the worker and its intake children."""
-    found = {"counting (worker)": worker_pid}
-    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children")
+def descendants(pid: int) -> list[int]:
+    found = []
     with contextlib.suppress(OSError):
-        for n, child in enumerate(children.read_text().split()):
-            found[f"intake {n}"] = int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                found += [int(child), *descendants(int(child))]
+    return found
+
+
+def processes(settings: Settings, workers: list[int]) -> dict[str, int]:
+    """The pids whose CPU the run spends: services, workers and their children."""
+    found = {}
+    for n, pid in enumerate(workers):
+        found[f"worker {n}"] = pid
+        for child in descendants(pid):
+            with contextlib.suppress(OSError):  # children name themselves (prctl)
+                found[f"worker {n} {Path(f'/proc/{child}/comm').read_text().strip()}"] = child
     root = settings.stack_dir.expanduser().resolve()
     for name in ("kafka", "clickhouse"):
         with contextlib.suppress(OSError, ValueError):
@@ -73,11 +83,13 @@ def processes(settings: Settings, worker_pid: int) -> dict[str, int]:
     return found
 
 
-def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
-    """Per stage: (events, busy seconds), from the worker's own /metrics."""
-    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+def stage_rates(workers: list[Settings]) -> dict[str, tuple[float, float]]:
+    """Per stage: (events, busy seconds), from the workers' own /metrics."""
+    text = ""
+    for settings in workers:
+        url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text += response.read().decode()
     events: dict[str, float] = {}
     busy: dict[str, float] = {}
     rows = {"events": 0.0, "seconds": 0.0}
@@ -90,9 +102,9 @@ def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
                 busy[stage] = busy.get(stage, 0.0) + point.value
             elif point.labels.get("table") == "events":
                 if point.name == "hallstats_clickhouse_batch_rows_sum":
-                    rows["events"] = point.value
+                    rows["events"] += point.value
                 elif point.name == "hallstats_clickhouse_write_seconds_sum":
-                    rows["seconds"] = point.value
+                    rows["seconds"] += point.value
     result = {stage: (events[stage], busy.get(stage, 0.0)) for stage in events}
     result["clickhouse writes (archive rows)"] = (rows["events"], rows["seconds"])
     return result
@@ -101,6 +113,12 @@ def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default=".stack/bench")
+    parser.add_argument(
+        "--count-processes",
+        type=int,
+        default=1,
+        help="counting processes (the first also runs intake, like `hallstats worker`)",
+    )
     args = parser.parse_args()
     base = Settings()
     stack.up(base, progress=lambda m: None)
@@ -112,8 +130,16 @@ def main() -> None:
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     log = Path(args.workdir) / f"worker-{settings.app_id}.log"
     proc = start_worker(settings, log, env=settings.as_env())
+    extras = [
+        settings.model_copy(update={"worker_web_port": 6100 + n, "metrics_port": 9465 + n})
+        for n in range(args.count_processes - 1)
+    ]
+    extra = [
+        start_worker(s, log.with_suffix(f".count{n}.log"), s.as_env(), "count")
+        for n, s in enumerate(extras)
+    ]
     time.sleep(3)  # let the worker start its intake process
-    pids = processes(base, proc.pid)
+    pids = processes(base, [proc.pid, *(p.pid for p in extra)])
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
         started = time.monotonic()
@@ -121,10 +147,11 @@ def main() -> None:
         emitted = time.monotonic() - started
         result = finalize(settings, IsoWeek.parse("2024-W50"), timeout=3600)
         total = time.monotonic() - started
-        stages = stage_rates(settings)
+        stages = stage_rates([settings, *extras])
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
-        stop_worker(proc)
+        for worker in (proc, *extra):
+            stop_worker(worker)
     pipeline_rate = report.sent / total
     plain_rate = plain_consume_rate(settings, report.sent)
     print(f"events sent:                 {report.sent}")
@@ -138,6 +165,8 @@ def main() -> None:
         print(f"  {stage:<32} {events:>9,.0f} events in {busy:7.1f} s busy = {rate:>9,.0f}/s")
     print(f"CPU seconds during the run ({total:.1f} s wall, {os.cpu_count()} cores):")
     for name, seconds in cpu.items():
+        if seconds < 0.05:  # the fork server, multiprocessing's resource tracker
+            continue
         print(f"  {name:<32} {seconds:7.1f} s = {seconds / total:5.0%} of one core")
     print(f"2024-W50 weekly {result.snapshot.weekly.as_dict()}")
     print(f"2024-W50 ytd    {result.snapshot.year_to_date.as_dict()}")

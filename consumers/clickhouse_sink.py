@@ -114,27 +114,15 @@ class ClickHouseSink:
                 f"{e.fingerprint()}\t{r.shard}\t{r.position}\t{now_text}"
             )
         self._insert_lines(f"{db}.events", _EVENT_COLUMNS, lines, observe="events")
-        self._insert(
-            f"{db}.counters",
-            _COUNTER_COLUMNS,
-            [
-                (
-                    k.shard,
-                    k.period_kind,
-                    k.period,
-                    k.period_start,
-                    hall,
-                    department,
-                    event_type.value,
-                    n,
-                    v.version,
-                    now,
-                )
-                for k, v in dirty.items()
+        lines = []
+        for k, v in dirty.items():  # every combo of each touched period, absolute values
+            head = f"{k.shard}\t{k.period_kind}\t{k.period}\t{k.period_start.isoformat()}\t"
+            tail = f"\t{v.version}\t{now_text}"
+            lines += [
+                f"{head}{tsv_text(hall)}\t{tsv_text(department)}\t{event_type.value}\t{n}{tail}"
                 for (hall, department, event_type), n in v.counts.items()
-            ],
-            observe="counters",
-        )
+            ]
+        self._insert_lines(f"{db}.counters", _COUNTER_COLUMNS, lines, observe="counters")
         self._insert(
             f"{db}.progress",
             "partition, next_offset, updated_at",

@@ -23,13 +23,13 @@ DEMO_WEEK = "2024-W50"
 
 
 def start_worker(
-    settings: Settings, log_path: Path, env: dict[str, str] | None = None
+    settings: Settings, log_path: Path, env: dict[str, str] | None = None, stage: str = "all"
 ) -> subprocess.Popen[bytes]:
     """The worker as a child process, as operations would run it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "hallstats.cli", "worker"],
+            [sys.executable, "-m", "hallstats.cli", "worker", "--stage", stage],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

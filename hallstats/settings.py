@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
 
     # Worker
-    worker_batch_size: int = Field(default=2000, ge=1)
+    worker_batch_size: int = Field(default=10_000, ge=1)
     worker_batch_seconds: float = Field(default=0.5, gt=0)
     worker_web_port: int = 6066
     worker_data_dir: Path = Path(".stack/worker")

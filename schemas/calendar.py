@@ -9,6 +9,7 @@ express any of this, so periods are computed keys.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -57,8 +58,7 @@ class IsoWeek:
 
     @classmethod
     def of(cls, day: date) -> IsoWeek:
-        iso = day.isocalendar()
-        return cls(iso.year, iso.week)
+        return _week_of(day)
 
     def __str__(self) -> str:
         return f"{self.year:04d}-W{self.week:02d}"
@@ -89,6 +89,13 @@ class IsoWeek:
     def closes_at(self, zone: ZoneInfo) -> datetime:
         """Sunday 24:00 local: the instant after which no event belongs to this week."""
         return datetime.combine(self.end + timedelta(days=1), datetime.min.time(), tzinfo=zone)
+
+
+@functools.lru_cache(maxsize=8192)
+def _week_of(day: date) -> IsoWeek:
+    """Cached: asked for every counted event, and a batch spans few days."""
+    iso = day.isocalendar()
+    return IsoWeek(iso.year, iso.week)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -153,8 +153,23 @@ class ServiceEvent:
         return cached
 
     def to_json(self) -> bytes:
-        """Compact canonical JSON (what bundles carry; the fingerprint rides along)."""
-        return orjson.dumps({**self.canonical(), "fingerprint": self.fingerprint()})
+        """Compact canonical JSON."""
+        return orjson.dumps(self.canonical())
+
+    def to_row(self) -> list[Any]:
+        """The event as a positional row, with its fingerprint: the compact form the
+        stages pass between them (:func:`from_row` reads it back)."""
+        return [
+            self.event_id,
+            self.event_type.value,
+            self.occurred_utc,
+            self.hall_id,
+            self.window_id,
+            self.department,
+            self.item_code,
+            self.case_id,
+            self.fingerprint(),
+        ]
 
     def fingerprint(self) -> str:
         """Content hash that tells a faithful re-send from a conflicting one (cached)."""
@@ -180,25 +195,24 @@ class ServiceEvent:
         return hashlib.sha256(body.encode()).hexdigest()[:32]
 
     @classmethod
-    def from_canonical(cls, data: dict[str, Any]) -> ServiceEvent:
-        """Rebuild an event hallstats itself serialised (already validated)."""
+    def from_row(cls, row: list[Any]) -> ServiceEvent:
+        """Rebuild an event from :meth:`to_row` (hallstats' own, already validated)."""
+        event_id, event_type, utc, hall_id, window_id, department, item, case, fingerprint = row
         # Hot path (every event of every bundle): fill the frozen instance's dict
         # directly instead of eight object.__setattr__ calls; the data is ours.
         event = cls.__new__(cls)
         event.__dict__.update(
-            event_id=data["event_id"],
-            event_type=_TYPES[data["event_type"]],
-            occurred_at=datetime.fromisoformat(data["occurred_at"]),
-            hall_id=data["hall_id"],
-            window_id=data["window_id"],
-            department=data["department"],
-            item_code=data.get("item_code"),
-            case_id=data.get("case_id"),
-            _utc=data["occurred_at"],
+            event_id=event_id,
+            event_type=_TYPES[event_type],
+            occurred_at=datetime.fromisoformat(utc),
+            hall_id=hall_id,
+            window_id=window_id,
+            department=department,
+            item_code=item,
+            case_id=case,
+            _utc=utc,
+            _fingerprint=fingerprint,
         )
-        fingerprint = data.get("fingerprint")
-        if fingerprint is not None:  # computed once, where the event was validated
-            event.__dict__["_fingerprint"] = fingerprint
         return event
 
 
@@ -276,12 +290,84 @@ def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
+def _plain_text(value: Any, required: bool) -> bool:
+    """A string the contract accepts as it is (see :func:`_name`)."""
+    if type(value) is not str:
+        return not required and value is None
+    if required and not 0 < len(value) <= MAX_NAME_CHARS:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _accept_fast(data: Any, now: datetime | None) -> ServiceEvent | None:
+    """The event when every rule plainly holds, else None and :func:`validate_object`
+    decides (and names the reason). Never accepts what the full checks reject."""
+    if type(data) is not dict:
+        return None
+    version, event_id, raw_type, stamp = (
+        data.get("schema_version"),
+        data.get("event_id"),
+        data.get("event_type"),
+        data.get("occurred_at"),
+    )
+    if type(version) is not int or version != SCHEMA_VERSION:
+        return None
+    if type(event_id) is not str or _UUID_RE.match(event_id) is None:
+        return None
+    event_type = _TYPES.get(raw_type) if type(raw_type) is str else None
+    if event_type is None or type(stamp) is not str:
+        return None
+    match = _RFC3339_RE.match(stamp)
+    if match is None or match.group(8) is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.upper())
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    if moment < EARLIEST_ACCEPTED or (now is not None and moment > now + FUTURE_TOLERANCE):
+        return None
+    hall_id, window_id, department = (
+        data.get("hall_id"),
+        data.get("window_id"),
+        data.get("department"),
+    )
+    item_code, case_id = data.get("item_code"), data.get("case_id")
+    if not (
+        _plain_text(hall_id, True)
+        and _plain_text(window_id, True)
+        and _plain_text(department, True)
+        and _plain_text(item_code, False)
+        and _plain_text(case_id, False)
+    ):
+        return None
+    return ServiceEvent(
+        event_id=event_id.lower(),
+        event_type=event_type,
+        occurred_at=moment,
+        hall_id=cast(str, hall_id),
+        window_id=cast(str, window_id),
+        department=cast(str, department),
+        item_code=item_code,
+        case_id=case_id,
+    )
+
+
 def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
     """Check a decoded JSON value against the v1 contract.
 
     ``now`` enables the receipt-time checks (future / before 2000); callers
     that replay stored events pass ``None`` to skip the future check.
     """
+    fast = _accept_fast(data, now)
+    if fast is not None:
+        return fast
     if not isinstance(data, dict):
         raise EventRejected(
             RejectReason.NOT_AN_OBJECT,

@@ -77,9 +77,12 @@ def _fetched(event: Any) -> Fetched:
 
 
 def build_app(
-    settings: Settings, extra_stages: list[StageTallies] | None = None
+    settings: Settings,
+    extra_stages: list[StageTallies] | None = None,
+    finalizer: autofinalize.FinalizeRunner | None = None,
 ) -> tuple[faust.App, Counting]:
-    """The app and its counting stage; ``extra_stages`` (intake) join its /metrics."""
+    """The app and its counting stage; ``extra_stages`` (intake) join its /metrics;
+    ``finalizer`` runs automatic finalization when this worker leads."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -99,7 +102,8 @@ def build_app(
     metrics.install(app)
     finalized = FinalizedWeeks(settings)  # late-event records
     finalized.install(app)
-    autofinalize.install(app, settings)
+    if finalizer is not None:
+        autofinalize.install(app, settings, finalizer)
     counting = Counting(settings, observer=metrics, tallies=count_tallies, finalized=finalized)
     by_id = app.topic(
         settings.by_id_topic,

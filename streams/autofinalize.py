@@ -1,16 +1,24 @@
-"""Automatic finalization, run by the leader worker on a timer.
+"""Automatic finalization, asked for by the leader worker on a timer.
 
 A week is finalized when its grace period has passed on the clock and in the
 event stream (:mod:`consumers.lifecycle`); ``finalize`` then still waits until
 everything already in Kafka has been processed and reconciles before freezing.
 Failures (timeout, disagreement) are logged and retried on the next tick.
+
+The work runs in a child process (:class:`FinalizeRunner`): reconciling a week
+holds the interpreter for a while, and in the counting process that time was
+taken from counting (a historical replay finalizes a week every few seconds).
+Only the leader asks, so one finalization runs per group at a time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import multiprocessing
+from collections.abc import Callable
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as EventType
 
 import faust
 
@@ -45,13 +53,60 @@ def finalize_due(settings: Settings, now: datetime | None = None) -> list[str]:
     return done
 
 
-def install(app: faust.App, settings: Settings) -> None:
+def _serve(settings: Settings, asked: EventType, on_start: Callable[[], None]) -> None:
+    on_start()
+    while True:
+        asked.wait()
+        asked.clear()
+        try:
+            finalize_due(settings)
+        except HallstatsError as exc:
+            log.warning("auto-finalize check failed: %s", exc)
+
+
+class FinalizeRunner:
+    """A child process that runs :func:`finalize_due` each time it is asked.
+
+    A spawned process (a fork of the threaded worker could inherit a held lock);
+    asking is cheap and never blocks, and a check already asked for is not queued
+    twice.
+    """
+
+    def __init__(self, settings: Settings, on_start: Callable[[], None] = lambda: None) -> None:
+        self._settings = settings
+        self._on_start = on_start
+        self._context = multiprocessing.get_context("spawn")
+        self._asked = self._context.Event()
+        self._proc: BaseProcess | None = None
+
+    def start(self) -> None:
+        self._proc = self._context.Process(
+            target=_serve,
+            args=(self._settings, self._asked, self._on_start),
+            name="hallstats-finalize",
+            daemon=True,
+        )
+        self._proc.start()
+
+    def ask(self) -> None:
+        if self._proc is None or not self._proc.is_alive():
+            if self._proc is not None:
+                log.error(
+                    "auto-finalize process exited with %s; restarting it", self._proc.exitcode
+                )
+            self.start()
+        self._asked.set()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(10)
+
+
+def install(app: faust.App, settings: Settings, runner: FinalizeRunner) -> None:
     if not settings.auto_finalize:
         return
 
     @app.timer(settings.finalize_check_seconds, on_leader=True)  # type: ignore[untyped-decorator]
     async def auto_finalize() -> None:
-        try:
-            await asyncio.to_thread(finalize_due, settings)
-        except HallstatsError as exc:
-            log.warning("auto-finalize check failed: %s", exc)
+        runner.ask()

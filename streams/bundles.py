@@ -37,11 +37,12 @@ def position(offset: int, index: int) -> int:
 
 
 def pack(events: Iterable[ServiceEvent]) -> Iterator[bytes]:
-    """JSON arrays of canonical events, split to stay under the size limits."""
+    """JSON arrays of event rows (:meth:`ServiceEvent.to_row`), split to stay under the
+    size limits."""
     chunk: list[bytes] = []
     size = 2
     for event in events:
-        body = event.to_json()
+        body = orjson.dumps(event.to_row())
         if chunk and (len(chunk) >= MAX_BUNDLE_EVENTS or size + len(body) + 1 > MAX_BUNDLE_BYTES):
             yield b"[" + b",".join(chunk) + b"]"
             chunk, size = [], 2
@@ -52,7 +53,7 @@ def pack(events: Iterable[ServiceEvent]) -> Iterator[bytes]:
 
 
 def unpack(raw: bytes) -> list[ServiceEvent]:
-    return [ServiceEvent.from_canonical(item) for item in orjson.loads(raw)]
+    return [ServiceEvent.from_row(row) for row in orjson.loads(raw)]
 
 
 def raw_timestamp_ms(headers: Any, fallback_ms: int) -> int:

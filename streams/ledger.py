@@ -25,7 +25,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from schemas.calendar import Periods
@@ -48,6 +48,16 @@ class PeriodKey:
     period_kind: str  # 'day' | 'week' | 'year'
     period: str  # '2024-12-09' | '2024-W50' | '2024'
     period_start: date
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Looked up three times per event: hash once, not per lookup.
+        object.__setattr__(
+            self, "_hash", hash((self.shard, self.period_kind, self.period, self.period_start))
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def encode(self) -> str:
         """Stable string form, used as the Faust table key."""
@@ -80,14 +90,14 @@ class PeriodCounts:
 EMPTY = PeriodCounts(MappingProxyType({}), -1)
 
 
-@dataclass(frozen=True)
-class SeenRecord:
+class SeenRecord(NamedTuple):
+    """Who owns an event_id: its content hash and the position that first carried it."""
+
     fingerprint: str
     position: int
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One event of the by-event-id topic, as the counting stage sees it."""
 
     shard: int
