@@ -37,6 +37,7 @@ test: lint
 
 bench: setup
 	$(BIN)/python -m bench.replay
+	$(BIN)/python -m bench.state_growth
 	$(BIN)/python -m bench.api_latency
 	$(BIN)/python -m bench.metrics_cost
 

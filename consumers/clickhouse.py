@@ -123,17 +123,25 @@ class HttpInserter:
         where = (
             f"ClickHouse at {self._settings.clickhouse_host}:{self._settings.clickhouse_http_port}"
         )
-        try:
-            if self._connection is None:
-                self._connection = http.client.HTTPConnection(
-                    self._settings.clickhouse_host, self._settings.clickhouse_http_port, timeout=60
-                )
-            self._connection.request("POST", f"/?query={query}", body, self._headers)
-            response = self._connection.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise OperationalError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            try:
+                if self._connection is None:
+                    self._connection = http.client.HTTPConnection(
+                        self._settings.clickhouse_host,
+                        self._settings.clickhouse_http_port,
+                        timeout=60,
+                    )
+                self._connection.request("POST", f"/?query={query}", body, self._headers)
+                response = self._connection.getresponse()
+                answer = response.read()
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                # The server closes idle keep-alive connections: one fresh try.
+                if reused and attempt == 1:
+                    continue
+                raise OperationalError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if response.status != 200:
             self.close()
             message = answer.decode("utf-8", "replace").strip()[:1000]

@@ -2,8 +2,10 @@
 
 Throughput comes from two scrapes of the worker's ``/metrics`` a few seconds
 apart (what is flowing now); everything else is read from the durable truth
-so it is right whichever worker owns which partition: lag from Kafka's
-committed offsets, counts, week states and terminal activity from ClickHouse.
+so it is right whichever worker owns which partition: lag from each stage's
+durable position (the intake group's committed offsets, ClickHouse's
+``progress`` for counting), counts, week states and terminal activity from
+ClickHouse.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ def rates(first: Samples, second: Samples, seconds: float) -> dict[str, float]:
     out = {t.value: accepted.get(t.value, 0.0) for t in COUNTED_TYPES}
     out["dlq"] = sum(per_second("hallstats_events_rejected_total", None).values())
     out["duplicates"] = sum(per_second("hallstats_duplicates_dropped_total", None).values())
+    # Per stage: events passed on per second and the share of time spent working.
+    for stage, rate in per_second("hallstats_stage_events_total", "stage").items():
+        out[f"stage:{stage}"] = rate
+    for stage, busy in per_second("hallstats_stage_busy_seconds_total", "stage").items():
+        out[f"busy:{stage}"] = busy
     return out
 
 
@@ -183,6 +190,19 @@ def render(report: Report, settings: Settings) -> RenderableType:
     parts.append(flow)
     if report.worker_error:
         parts.append(Text(f"worker: {report.worker_error}", style="red"))
+
+    stages = Table(title="Stages", title_justify="left")
+    for column in ("stage", "input", "events/s", "busy", "behind"):
+        stages.add_column(column, justify="left" if column in {"stage", "input"} else "right")
+    inputs = {"intake": settings.topic, "count": settings.by_id_topic}
+    for stage, topic in inputs.items():
+        behind = sum(max(0, high - done) for t, _p, done, high in report.lags if t == topic)
+        rate = busy = "-"
+        if report.rates is not None:
+            rate = f"{report.rates.get(f'stage:{stage}', 0.0):,.0f}"
+            busy = f"{report.rates.get(f'busy:{stage}', 0.0):.0%}"
+        stages.add_row(stage, topic, rate, busy, f"{behind:,}")
+    parts.append(stages)
 
     lag = Table(title="Consumer lag", title_justify="left")
     for column in ("topic", "partition", "committed", "end", "behind"):

@@ -90,6 +90,9 @@ def build_app(
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
+        # A killed member's partitions move after 10 s, not Faust's default 60 s.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
         web_enabled=True,
         web_port=settings.worker_web_port,
         web_bind="127.0.0.1",

@@ -148,18 +148,25 @@ class Counting:
         Covers a framework that skipped the tail of a partition: nothing later
         arrives to reveal the gap, yet finalize waits for every offset.
         """
-        with self._lock:
-            now = time.monotonic()
-            idle = [p for p in self._positions if now - self._last_input[p] >= idle_seconds]
-            if not idle:
-                return None
-            highs = self._high_watermarks(idle)
-            behind = {p: h for p, h in highs.items() if h > self._positions[p]}
-            if not behind:
-                for p in idle:
-                    self._last_input[p] = now
-                return None
-            return self._process([], fill_to=behind)
+        if not self._lock.acquire(blocking=False):
+            return None  # a batch is being counted: nothing is idle
+        try:
+            return self._catch_up(idle_seconds)
+        finally:
+            self._lock.release()
+
+    def _catch_up(self, idle_seconds: float) -> CountResult | None:
+        now = time.monotonic()
+        idle = [p for p in self._positions if now - self._last_input[p] >= idle_seconds]
+        if not idle:
+            return None
+        highs = self._high_watermarks(idle)
+        behind = {p: h for p, h in highs.items() if h > self._positions[p]}
+        if not behind:
+            for p in idle:
+                self._last_input[p] = now
+            return None
+        return self._process([], fill_to=behind)
 
     def _process(self, delivered: list[Fetched], fill_to: dict[int, int] | None) -> CountResult:
         started = time.perf_counter()

@@ -63,6 +63,7 @@ class Intake:
                 settings,
                 intake_group(settings),
                 partition_assignment_strategy="cooperative-sticky",
+                session_timeout_ms=10_000,  # a killed member's partitions move in 10 s
                 fetch_max_bytes=64 * 1024 * 1024,
                 queued_max_messages_kbytes=256 * 1024,
             )

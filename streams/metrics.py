@@ -180,7 +180,7 @@ class WorkerMetrics:
         r.register(self.latency)
         self.lag = Gauge(
             "hallstats_consumer_lag",
-            "Messages not yet committed by the worker group (high watermark - committed).",
+            "Messages not yet durably processed by the stage reading the topic.",
             ["topic", "partition"],
             registry=r,
         )

@@ -211,6 +211,8 @@ GROUP BY period_kind, period, period_start, hall_id, department, event_type""",
                 self.commit(batch, {}, {})
                 owners += len(batch)
                 batch = []
+                if owners % 500_000 == 0:  # a long rebuild shows that it moves
+                    log.info("count state: partition %s: %s owners loaded", partition, owners)
         owners += len(batch)
         self.commit(batch, {}, {partition: position})
         result = Rebuilt(partition, position, owners, len(counters), time.monotonic() - started)

@@ -12,8 +12,9 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -75,7 +76,8 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
     return settings
 
 
-Worker = Callable[[Settings], subprocess.Popen[bytes]]
+class Worker(Protocol):
+    def __call__(self, settings: Settings, stage: str = "all") -> subprocess.Popen[bytes]: ...
 
 
 @pytest.fixture
@@ -85,9 +87,9 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
 
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
+    def start(settings: Settings, stage: str = "all") -> subprocess.Popen[bytes]:
         log = tmp_path / f"worker-{len(procs)}.log"
-        proc = start_worker(settings, log, env=settings_env(settings))
+        proc = start_worker(settings, log, env=settings_env(settings), stage=stage)
         procs.append(proc)
         return proc
 

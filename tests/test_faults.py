@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import threading
@@ -226,8 +227,13 @@ def supervised(worker: Worker) -> Iterator[Callable[[Settings], list[subprocess.
     stop.set()
 
 
-def test_worker_killed_with_sigkill_mid_stream(isolated: Settings, worker: Worker) -> None:
-    events = make_events(20_000, seed=1)
+@pytest.mark.parametrize("host_lost", [False, True], ids=["same-host", "host-lost"])
+def test_worker_killed_with_sigkill_mid_stream(
+    isolated: Settings, worker: Worker, host_lost: bool
+) -> None:
+    """host-lost: the data folder is gone too (a new host), so the state comes back
+    from ClickHouse instead of the local RocksDB."""
+    events = make_events(20_000 if not host_lost else 12_000, seed=1 if not host_lost else 6)
     emitter = Emitter(isolated, events, rate=4000)
     first = worker(isolated)
     emitter.start()
@@ -235,6 +241,8 @@ def test_worker_killed_with_sigkill_mid_stream(isolated: Settings, worker: Worke
     first.expected_exit = True  # type: ignore[attr-defined]
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    if host_lost:
+        shutil.rmtree(isolated.worker_data_dir, ignore_errors=True)
     emitter.join(120)
     assert not emitter.failures
     worker(isolated)
@@ -254,6 +262,18 @@ def test_rebalance_one_of_two_workers_stops_and_a_third_joins(
     a.wait(60)
     time.sleep(2)
     worker(own_ports(isolated))
+    emitter.join(120)
+    assert not emitter.failures
+    assert_exact(isolated, events)
+
+
+def test_two_processes_of_each_stage(isolated: Settings, worker: Worker) -> None:
+    """Scale-out: two intake and two counting processes share the partitions."""
+    events = make_events(16_000, seed=8)
+    emitter = Emitter(isolated, events, rate=4000)
+    for stage in ("intake", "intake", "count", "count"):
+        worker(own_ports(isolated), stage)
+    emitter.start()
     emitter.join(120)
     assert not emitter.failures
     assert_exact(isolated, events)

@@ -58,18 +58,72 @@ def collapse(view: dict[PeriodKey, PeriodCounts]) -> Counter[tuple[str, str, str
     return +got
 
 
-@settings(max_examples=150, deadline=None)
+@dataclasses.dataclass
+class ClickHouseModel:
+    """What the sink leaves in ClickHouse: ReplacingMergeTree rows, read with argMax."""
+
+    archive: dict[str, tuple[int, SeenRecord]] = dataclasses.field(default_factory=dict)
+    counters: dict[tuple[PeriodKey, Combo], tuple[int, int]] = dataclasses.field(
+        default_factory=dict
+    )
+    progress: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def write_counters(self, dirty: dict[PeriodKey, PeriodCounts]) -> None:
+        for key, value in dirty.items():
+            for combo, n in value.counts.items():
+                old = self.counters.get((key, combo))
+                if old is not None and old[1] == value.version:
+                    assert old[0] == n, "same version must mean same value"
+                if old is None or value.version >= old[1]:
+                    self.counters[(key, combo)] = (n, value.version)
+
+    def rebuild(self, shard: int) -> LocalModel:
+        """streams.state.LocalState.rebuild: progress, counters (argMax, max version), owners."""
+        periods: dict[PeriodKey, tuple[dict[Combo, int], int]] = {}
+        for (key, combo), (n, version) in self.counters.items():
+            if key.shard == shard:
+                counts, seen_version = periods.get(key, ({}, -1))
+                counts[combo] = n
+                periods[key] = (counts, max(seen_version, version))
+        return LocalModel(
+            owners={k: owner for k, (s, owner) in self.archive.items() if s == shard},
+            counters={k: PeriodCounts(c, v) for k, (c, v) in periods.items()},
+            position=self.progress.get(shard, 0),
+        )
+
+
+@dataclasses.dataclass
+class LocalModel:
+    """The worker's RocksDB for one partition."""
+
+    owners: dict[str, SeenRecord]
+    counters: dict[PeriodKey, PeriodCounts]
+    position: int
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     n_events=st.integers(1, 60),
     n_shards=st.integers(1, 3),
     resend_rate=st.floats(0, 0.6),
     crash_rate=st.floats(0, 0.5),
+    loss_rate=st.floats(0, 0.3),
     batch=st.integers(1, 12),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_counts_each_event_once_whatever_crashes(
-    n_events: int, n_shards: int, resend_rate: float, crash_rate: float, batch: int, seed: int
+def test_counts_each_event_once_whatever_crashes_and_state_losses(
+    n_events: int,
+    n_shards: int,
+    resend_rate: float,
+    crash_rate: float,
+    loss_rate: float,
+    batch: int,
+    seed: int,
 ) -> None:
+    """The counting stage's protocol (streams.counting): archive, counters, progress, then
+    local state; a crash may stop it after any step, and the local state may be lost.
+    On restart the local state is kept only if its position equals ClickHouse's progress,
+    otherwise rebuilt from ClickHouse; replays then add nothing twice."""
     rng = random.Random(seed)
     events = {e.event_id: e for e in (make_event(i, rng) for i in range(n_events))}
     stream = list(events.values())
@@ -79,58 +133,53 @@ def test_counts_each_event_once_whatever_crashes(
     shards: dict[int, list[ServiceEvent]] = {s: [] for s in range(n_shards)}
     for event in stream:
         shards[int(event.event_id[-4:]) % n_shards].append(event)
-
-    durable_seen: dict[str, SeenRecord] = {}
-    durable_counters: dict[PeriodKey, PeriodCounts] = {}
-    # One row per (period, combo) with the period's version, as the sink writes them.
-    clickhouse: dict[tuple[PeriodKey, Combo], tuple[int, int]] = {}
+    ch = ClickHouseModel()
     for shard, log in shards.items():
-        committed = position = 0
-        seen, counters = dict(durable_seen), dict(durable_counters)
-        unflushed_seen: dict[str, SeenRecord] = {}
-        unflushed_counters: dict[PeriodKey, PeriodCounts] = {}
-        while committed < len(log):
-            end = min(len(log), position + batch)
-            records = [Record(shard, o, log[o]) for o in range(position, end)]
-            before_seen, before_counters = dict(seen), dict(counters)
+        local: LocalModel | None = LocalModel({}, {}, 0)
+        while ch.progress.get(shard, 0) < len(log):
+            if local is None or local.position != ch.progress.get(shard, 0):
+                local = ch.rebuild(shard)  # the restart check
+            end = min(len(log), local.position + batch)
+            records = [Record(shard, o, log[o]) for o in range(local.position, end)]
+            seen = {
+                r.event.event_id: local.owners[r.event.event_id]
+                for r in records
+                if r.event.event_id in local.owners
+            }
+            counters = dict(local.counters)
             outcome = apply_batch(records, seen, counters, ZONE)
-            unflushed_seen.update({k: v for k, v in seen.items() if before_seen.get(k) != v})
-            unflushed_counters.update(
-                {k: v for k, v in counters.items() if before_counters.get(k) != v}
+            # The sink's order, then the local state; a crash may stop it after any step.
+            done = 0
+            while done < 4 and rng.random() >= crash_rate / 4:
+                if done == 0:
+                    ch.archive.update(
+                        {r.event.event_id: (shard, seen[r.event.event_id]) for r in outcome.owned}
+                    )
+                elif done == 1:
+                    ch.write_counters(outcome.dirty)
+                elif done == 2:
+                    ch.progress[shard] = end
+                done += 1
+            if done < 4:  # crashed: the local state is as it was, or lost
+                local = None if rng.random() < loss_rate else local
+                continue
+            local = LocalModel(
+                {
+                    **local.owners,
+                    **{r.event.event_id: seen[r.event.event_id] for r in outcome.first_seen},
+                },
+                counters,
+                end,
             )
-            for pk, pc in outcome.dirty.items():  # ReplacingMergeTree(version) semantics
-                for combo, n in pc.counts.items():
-                    old = clickhouse.get((pk, combo))
-                    if old is not None and old[1] == pc.version:
-                        assert old[0] == n, "same version must mean same value"
-                    if old is None or pc.version >= old[1]:
-                        clickhouse[(pk, combo)] = (n, pc.version)
-            position = end
-            roll = rng.random()
-            if roll < crash_rate:
-                # Crash: each pending changelog record landed or not, independently;
-                # the worker restarts from the durable state and the last commit.
-                for k, v in unflushed_seen.items():
-                    if rng.random() < 0.5:
-                        durable_seen[k] = v
-                for ck, cv in unflushed_counters.items():
-                    if rng.random() < 0.5:
-                        durable_counters[ck] = cv
-                seen, counters = dict(durable_seen), dict(durable_counters)
-                unflushed_seen, unflushed_counters = {}, {}
-                position = committed
-            elif roll < crash_rate + (1 - crash_rate) / 2 or position == len(log):
-                # Commit: Faust flushes the producer (changelogs) first.
-                durable_seen.update(unflushed_seen)
-                durable_counters.update(unflushed_counters)
-                unflushed_seen, unflushed_counters = {}, {}
-                committed = position
+            if rng.random() < loss_rate:
+                local = None  # the data folder is lost (a new host)
 
     rows: Counter[tuple[str, str, str, str, EventType]] = Counter()
-    for (pk, (hall, dept, etype)), (n, _version) in clickhouse.items():
+    for (pk, (hall, dept, etype)), (n, _version) in ch.counters.items():
         rows[(pk.period_kind, pk.period, hall, dept, etype)] += n
     assert +rows == +oracle(events)
-    assert collapse(durable_counters) == +oracle(events)
+    counted = {k for k, e in events.items() if e.event_type is not EventType.HEARTBEAT}
+    assert set(ch.archive) == counted
 
 
 def test_conflicting_duplicate_is_reported_and_not_counted() -> None:
