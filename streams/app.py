@@ -125,7 +125,7 @@ def build_app(
 
     @app.on_partitions_assigned.connect
     async def _assigned(*args: Any, **_kwargs: Any) -> None:
-        await asyncio.to_thread(counting.assign, ours(args[1]))  # (sender, new assignment)
+        counting.assign(ours(args[1]))  # (sender, new assignment)
 
     @app.timer(2.0)  # type: ignore[untyped-decorator]
     async def catch_up() -> None:

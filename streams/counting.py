@@ -77,7 +77,9 @@ class Counting:
         self._observer = observer
         self.tallies = tallies or StageTallies("count")
         self._finalized = finalized or FinalizedWeeks(settings)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one batch at a time
+        self._meta = threading.Lock()  # assignment, positions: never held for long
+        self._pending: set[int] = set()
         self._positions: dict[int, int] = {}
         self._last_input: dict[int, float] = {}
         self._state: LocalState | None = None
@@ -97,31 +99,46 @@ class Counting:
         return self._state, self._sink
 
     def assign(self, partitions: Iterable[int]) -> None:
-        """Adopt newly assigned partitions: local state checked against ClickHouse."""
-        wanted = sorted(set(partitions) - set(self._positions))
-        if not wanted:
-            return
-        with self._lock:
-            state, _sink = self._open()
-            client = connect(self._settings)
-            try:
-                ensure_schema(self._settings, client)
-                state.adopt(wanted, client)
-            finally:
-                client.disconnect()
-            for partition in wanted:
-                self._positions[partition] = state.position(partition) or 0
-                self._last_input[partition] = time.monotonic()
-        log.info("count: partitions %s at offsets %s", wanted, self._positions)
+        """Note newly assigned partitions; the next batch adopts them.
+
+        Adopting checks the local state against ClickHouse and may rebuild it, which
+        takes minutes with years of history: done in a rebalance callback, the group
+        would expel the member. So callbacks only record, and never wait for a batch.
+        """
+        with self._meta:
+            self._pending |= set(partitions) - set(self._positions)
 
     def revoke(self, partitions: Iterable[int]) -> None:
-        with self._lock:
+        with self._meta:
             for partition in partitions:
                 self._positions.pop(partition, None)
                 self._last_input.pop(partition, None)
+                self._pending.discard(partition)
+
+    def _adopt_pending(self) -> None:
+        """Under the batch lock: local state of newly assigned partitions made current."""
+        with self._meta:
+            wanted = sorted(self._pending)
+        if not wanted:
+            return
+        state, _sink = self._open()
+        client = connect(self._settings)
+        try:
+            ensure_schema(self._settings, client)
+            state.adopt(wanted, client)
+        finally:
+            client.disconnect()
+        with self._meta:
+            for partition in wanted:
+                if partition in self._pending:  # not revoked meanwhile
+                    self._pending.discard(partition)
+                    self._positions[partition] = state.position(partition) or 0
+                    self._last_input[partition] = time.monotonic()
+        log.info("count: partitions %s at offsets %s", wanted, self._positions)
 
     def assigned(self) -> dict[int, int]:
-        return dict(self._positions)
+        with self._meta:
+            return dict(self._positions)
 
     def close(self) -> None:
         with self._lock:
@@ -156,33 +173,42 @@ class Counting:
             self._lock.release()
 
     def _catch_up(self, idle_seconds: float) -> CountResult | None:
+        self._adopt_pending()
         now = time.monotonic()
-        idle = [p for p in self._positions if now - self._last_input[p] >= idle_seconds]
+        with self._meta:
+            owned = dict(self._positions)
+            idle = [p for p in owned if now - self._last_input[p] >= idle_seconds]
         if not idle:
             return None
         highs = self._high_watermarks(idle)
-        behind = {p: h for p, h in highs.items() if h > self._positions[p]}
+        behind = {p: h for p, h in highs.items() if h > owned[p]}
         if not behind:
-            for p in idle:
-                self._last_input[p] = now
+            with self._meta:
+                for p in idle:
+                    if p in self._last_input:
+                        self._last_input[p] = now
             return None
         return self._process([], fill_to=behind)
 
     def _process(self, delivered: list[Fetched], fill_to: dict[int, int] | None) -> CountResult:
         started = time.perf_counter()
         settings = self._settings
+        self._adopt_pending()
         state, sink = self._open()
+        with self._meta:
+            owned = dict(self._positions)
         offsets: dict[int, list[int]] = defaultdict(list)
         inputs: dict[tuple[int, int], Fetched] = {}
         for m in delivered:
-            position = self._positions.get(m.partition)
+            position = owned.get(m.partition)
             if position is None or m.offset < position:
                 continue  # not ours (any more), or already applied
             offsets[m.partition].append(m.offset)
             inputs[(m.partition, m.offset)] = m
-        for partition, high in (fill_to or {}).items():
+        fill_to = {p: high for p, high in (fill_to or {}).items() if p in owned}
+        for partition, high in fill_to.items():
             offsets[partition].append(high)  # a sentinel: everything before it is wanted
-        gaps = missing({p: self._positions[p] for p in offsets}, offsets)
+        gaps = missing({p: owned[p] for p in offsets}, offsets)
         if fill_to:
             for partition, high in fill_to.items():
                 offsets[partition].remove(high)
@@ -221,9 +247,11 @@ class Counting:
             positions,
         )
         now = time.monotonic()
-        for partition, position in positions.items():
-            self._positions[partition] = position
-            self._last_input[partition] = now
+        with self._meta:
+            for partition, position in positions.items():
+                if partition in self._positions:  # still ours
+                    self._positions[partition] = position
+                    self._last_input[partition] = now
         self.tallies.batch(len(ordered), len(records), time.perf_counter() - started)
         if outcome.conflicts:
             self.tallies.rejected(RejectReason.CONFLICTING_DUPLICATE, len(outcome.conflicts))

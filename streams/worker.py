@@ -104,6 +104,9 @@ def run_intake(settings: Settings, tallies: StageTallies, *, child: bool) -> Non
     if child:
         child_process_setup("hs-intake")
         _fewer_gc_passes()  # a spawned interpreter starts with the defaults
+        logging.basicConfig(
+            level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
+        )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
