@@ -77,9 +77,11 @@ class Intake:
             )
         )
         self._failures: list[str] = []
+        # Offsets whose outputs are durable but whose commit failed (a rebalance).
+        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def run(self, stop: threading.Event) -> None:
-        self._consumer.subscribe([self._settings.topic])
+        self._consumer.subscribe([self._settings.topic], on_revoke=self._on_revoke)
         log.info(
             "intake: reading %s as group %s", self._settings.topic, intake_group(self._settings)
         )
@@ -90,8 +92,44 @@ class Intake:
                 )
                 if batch:
                     self.process(batch)
+                elif self._uncommitted:
+                    self._commit({})
         finally:
             self.close()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit what is durable before the partitions go, so the next owner starts there."""
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit({}, only=revoked)
+
+    def _commit(
+        self, offsets: dict[tuple[str, int], int], only: set[tuple[str, int]] | None = None
+    ) -> None:
+        """Commit these and any earlier failed offsets; keep what fails for the next try.
+
+        Without the retry, a batch whose commit failed in a rebalance and after which
+        nothing else arrives would stay uncommitted for good: finalize would wait on it.
+        """
+        pending = {**self._uncommitted, **offsets}
+        if only is None:  # partitions that went to another member are theirs to commit
+            ours = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in ours}
+            pending = {tp: o for tp, o in pending.items() if tp in ours}
+        else:
+            pending = {tp: o for tp, o in pending.items() if tp in only}
+        if not pending:
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            self._uncommitted.update(pending)
+            log.warning("intake: commit failed, retrying on the next batch: %s", exc)
+            return
+        for tp in pending:
+            self._uncommitted.pop(tp, None)
 
     def process(self, batch: list[Message]) -> BatchResult:
         """One batch to durable outputs, then its commit. Raises on any Kafka failure."""
@@ -143,14 +181,7 @@ class Intake:
                 self._send(settings.by_id_topic, bundle, partition=target, headers=headers)
             forwarded += len(events)
         self._flush()
-        if commit:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=False)
-            except KafkaException as exc:
-                # A rebalance moved partitions under us. The outputs are durable, so
-                # whoever reads these partitions next replays them and counting dedups.
-                log.warning("intake: commit failed, the batch will be replayed: %s", exc)
+        self._commit(commit)
         self._tallies.batch(messages, forwarded, time.perf_counter() - started)
         return BatchResult(messages, forwarded, rejected)
 
