@@ -72,7 +72,7 @@ def processes(settings: Settings, workers: list[int]) -> dict[str, int]:
     """The pids whose CPU the run spends: services, workers and their children."""
     found = {}
     for n, pid in enumerate(workers):
-        found[f"worker {n}"] = pid
+        found[f"worker {n} counting"] = pid
         for child in descendants(pid):
             with contextlib.suppress(OSError):  # children name themselves (prctl)
                 found[f"worker {n} {Path(f'/proc/{child}/comm').read_text().strip()}"] = child
