@@ -77,6 +77,7 @@ class ClickHouseSink:
         terminals: dict[tuple[str, str], datetime] | None = None,
         late: Iterable[tuple[Record, str, int]] = (),
         progress: dict[int, int] | None = None,
+        heartbeats: Iterable[Record] = (),
     ) -> None:
         """One batch's effects; ``late`` = (record, its finalized week, latest version);
         ``progress`` = next offset per by-event-id partition.
@@ -114,6 +115,11 @@ class ClickHouseSink:
                 f"{e.fingerprint()}\t{r.shard}\t{r.position}\t{now_text}"
             )
         self._insert_lines(f"{db}.events", _EVENT_COLUMNS, lines, observe="events")
+        self._insert(
+            f"{db}.heartbeat_owners",
+            "event_id, fingerprint, shard, source_position",
+            [(r.event.event_id, r.event.fingerprint(), r.shard, r.position) for r in heartbeats],
+        )
         lines = []
         for k, v in dirty.items():  # every combo of each touched period, absolute values
             head = f"{k.shard}\t{k.period_kind}\t{k.period}\t{k.period_start.isoformat()}\t"

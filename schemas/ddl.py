@@ -54,6 +54,16 @@ ORDER BY (period_kind, period, hall_id, department, event_type, shard)""",
     ingested_at DateTime('UTC')
 ) ENGINE = ReplacingMergeTree(source_position)
 ORDER BY event_id""",
+        # Owners of heartbeat event_ids (heartbeats are not archived as events): a
+        # counting worker that rebuilds its state must still know them, or a counted
+        # event reusing a heartbeat's id would count after a rebuild and not before.
+        f"""CREATE TABLE IF NOT EXISTS {database}.heartbeat_owners (
+    event_id String,
+    fingerprint String,
+    shard UInt16,
+    source_position UInt64
+) ENGINE = ReplacingMergeTree(source_position)
+ORDER BY event_id""",
         # Next offset the counting stage will apply, per by-event-id partition, written
         # after the batch's archive and counters: "everything below is in ClickHouse".
         # Finalize waits on it; a worker's local state is checked against it.

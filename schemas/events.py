@@ -28,12 +28,14 @@ MAX_NAME_CHARS = 64
 FUTURE_TOLERANCE = timedelta(minutes=10)
 EARLIEST_ACCEPTED = datetime(2000, 1, 1, tzinfo=UTC)
 
+# \Z, not $: "$" also matches before a final newline, which the JSON Schema rejects.
 _UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 )
 # RFC 3339 date-time: full date, 'T', time with optional fraction, and an offset.
 _RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?\Z",
+    re.ASCII,
 )
 _TYPES = {t.value: t for t in EventType}
 _DAY = timedelta(hours=24)
@@ -101,7 +103,11 @@ class EventRejected(DataError):
 
 
 def _show(value: Any, limit: int = 80) -> str:
+    """The offending value as JSON, shortened; lone surrogates spelled as escapes so
+    that the rejection itself can always be encoded (DLQ record, logs)."""
     text = json.dumps(value, ensure_ascii=False)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

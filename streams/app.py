@@ -133,6 +133,8 @@ def build_app(
             await asyncio.to_thread(counting.catch_up)
         except HallstatsError as exc:  # a service away: the next tick tries again
             log.warning("count: catching up idle partitions failed: %s", exc)
+        except Exception:  # never let the safety net take the worker down
+            log.exception("count: catching up idle partitions failed")
 
     @app.agent(by_id)
     @_fatal_on_error

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from consumers.clickhouse import connect, ensure_schema
 from consumers.clickhouse_sink import ClickHouseSink, SinkObserver
@@ -44,6 +51,9 @@ from streams.stage_stats import StageTallies
 from streams.state import LocalState, Overlay
 
 log = logging.getLogger(__name__)
+
+#: Bundles read directly per partition and catch-up tick.
+MAX_FILL = 256
 
 
 class CountObserver(SinkObserver, Protocol):
@@ -181,7 +191,9 @@ class Counting:
         if not idle:
             return None
         highs = self._high_watermarks(idle)
-        behind = {p: h for p, h in highs.items() if h > owned[p]}
+        # At most MAX_FILL bundles a partition per tick: a far-behind position is
+        # caught up in bounded steps, not read into memory at once.
+        behind = {p: min(h, owned[p] + MAX_FILL) for p, h in highs.items() if h > owned[p]}
         if not behind:
             with self._meta:
                 for p in idle:
@@ -240,6 +252,7 @@ class Counting:
             terminals=terminals,
             late=self._finalized.late(outcome.newly_counted, settings.zone),
             progress=positions,
+            heartbeats=outcome.heartbeats,
         )
         state.commit(
             ((r.shard, r.event.event_id, seen[r.event.event_id]) for r in outcome.first_seen),
@@ -322,7 +335,10 @@ class Counting:
     def _high_watermarks(self, partitions: list[int]) -> dict[int, int]:
         reader = self._reader_consumer()
         topic = self._settings.by_id_topic
-        return {
-            p: int(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-            for p in partitions
-        }
+        try:
+            return {
+                p: int(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in partitions
+            }
+        except KafkaException as exc:
+            raise OperationalError(f"count: cannot read the end of {topic!r}: {exc}") from exc

@@ -4,8 +4,9 @@ A framework consumer may leave offsets undelivered (Faust did so around
 restarts: it acknowledged messages it never handed to the agent). The
 counting stage therefore tracks its own next offset per partition and reads
 any offset missing before or between delivered ones straight from Kafka.
-Offsets that hold no message (a transaction marker of a transactional
-producer) are simply absent from the fetch.
+The by-event-id topic is written by an idempotent, non-transactional producer,
+so its offsets are contiguous: a jump in a fetch means retention deleted offsets
+that were never counted, which is an error, never a silent skip.
 """
 
 from __future__ import annotations
@@ -77,6 +78,13 @@ def fetch(consumer: Consumer, topic: str, gaps: dict[int, list[tuple[int, int]]]
                     if msg.error() is not None:
                         continue
                     offset = int(msg.offset() or 0)
+                    if offset > position and position < high:
+                        # Retention deleted what was never counted: say so, loudly.
+                        raise OperationalError(
+                            f"{topic}[{partition}] offsets {position}..{offset - 1} are gone "
+                            "from Kafka (retention?) but were never counted; the figures "
+                            "would be incomplete"
+                        )
                     position = offset + 1
                     if first <= offset <= last:
                         found.append(

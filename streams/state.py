@@ -16,8 +16,8 @@ from ClickHouse, reading in the reverse order of the writes (progress,
 counters, archive) so the owners read are never older than the counters read.
 Replaying from the rebuilt position is then exact (:mod:`streams.ledger`).
 
-Heartbeats are not archived, so a rebuilt partition has forgotten who owned
-a heartbeat's event_id; heartbeats are never counted, so no figure changes.
+Heartbeats are not archived as events; their owners are kept in
+``heartbeat_owners``, written with the archive, so a rebuild knows them too.
 """
 
 from __future__ import annotations
@@ -203,6 +203,8 @@ GROUP BY period_kind, period, period_start, hall_id, department, event_type""",
             client,
             settings,
             f"SELECT event_id, fingerprint, source_position FROM {db}.events "
+            f"WHERE shard = {int(partition)} UNION ALL "
+            f"SELECT event_id, fingerprint, source_position FROM {db}.heartbeat_owners "
             f"WHERE shard = {int(partition)}",
         ):
             owner = SeenRecord(str(fingerprint), int(source_position))

@@ -70,6 +70,15 @@ def prepare_topics(settings: Settings, timeout: float = 60.0) -> None:
             raise OperationalError(
                 f"Kafka at {settings.kafka_bootstrap} did not answer ({exc})"
             ) from exc
+        routed = existing.get(settings.by_id_topic)
+        if routed is not None and len(routed.partitions) != settings.partitions:
+            # Events are routed by hash(event_id) % partitions and owned per partition:
+            # another count would send a re-send where its first copy is unknown.
+            raise OperationalError(
+                f"HALLSTATS_PARTITIONS is {settings.partitions} but {settings.by_id_topic!r} "
+                f"has {len(routed.partitions)} partitions; the routing of event_ids is fixed "
+                f"once events are counted: set HALLSTATS_PARTITIONS={len(routed.partitions)}"
+            )
         visible = [
             n
             for n, (partitions, _c) in wanted.items()

@@ -87,8 +87,9 @@ def test_resend_years_later_counts_once_also_after_local_state_is_lost(
 ) -> None:
     settings = isolated
     old = event("2020-06-01T10:00:00+08:00")
+    beat = event("2021-01-04T09:00:00+08:00", event_type="heartbeat")
     later = [event(f"2024-03-{d:02d}T10:00:00+08:00") for d in range(1, 29) for _ in range(50)]
-    send(settings, [old, *later])
+    send(settings, [old, beat, *later])
     first = worker(settings)
     wait_until_caught_up(settings, 120)
     # Years of other events later: the same act re-sent (another offset spelling)...
@@ -108,11 +109,15 @@ def test_resend_years_later_counts_once_also_after_local_state_is_lost(
     first.wait(10)
     shutil.rmtree(settings.worker_data_dir, ignore_errors=True)
     worker(settings)
-    send(settings, [resent, conflicting, event("2024-12-10T10:00:00+08:00")])
+    # A counted event reusing the heartbeat's id conflicts, as it would have before.
+    reused = {**beat, "event_type": "accept"}
+    send(settings, [resent, conflicting, reused, event("2024-12-10T10:00:00+08:00")])
     wait_until_caught_up(settings, 120)
     assert year_count(settings, "2020") == 1
+    assert year_count(settings, "2021") == 0
     assert year_count(settings, "2024") == len(later) + 1
     assert conflicts(settings, old["event_id"], 2) == 2
+    assert conflicts(settings, beat["event_id"], 1) == 1
     client = connect(settings)
     try:
         archived = client.execute(
@@ -123,3 +128,13 @@ def test_resend_years_later_counts_once_also_after_local_state_is_lost(
     finally:
         client.disconnect()
     assert archived == [(1,)]
+
+
+def test_worker_refuses_another_partition_count_once_routing_exists(isolated: Settings) -> None:
+    from hallstats.errors import OperationalError
+    from streams.worker import prepare_topics
+
+    prepare_topics(isolated)
+    changed = isolated.model_copy(update={"partitions": isolated.partitions + 2})
+    with pytest.raises(OperationalError, match=f"HALLSTATS_PARTITIONS={isolated.partitions}"):
+        prepare_topics(changed)

@@ -254,3 +254,23 @@ def test_arbitrary_objects_never_crash_validation(obj: dict[str, Any]) -> None:
 def test_pathological_inputs_are_rejections(raw: bytes) -> None:
     with pytest.raises(EventRejected):
         parse_event(raw, max_bytes=10**6, now=NOW)
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_uuid_or_timestamp() -> None:
+    """Regexes end with \\Z: "$" would accept a final newline the JSON Schema rejects."""
+    event_id = good()["event_id"]
+    assert reject(encode(good(event_id=event_id + "\n"))).reason is RejectReason.INVALID_VALUE
+    stamp = reject(encode(good(occurred_at="2024-12-09T09:30:00+08:00\n")))
+    assert stamp.reason is RejectReason.INVALID_TIMESTAMP
+
+
+@pytest.mark.parametrize("field", ["event_id", "event_type", "occurred_at", "hall_id", "case_id"])
+def test_lone_surrogates_are_rejected_with_an_encodable_record(field: str) -> None:
+    """JSON may escape a lone surrogate; it is no text, and the rejection (which quotes
+    the value) must still encode to UTF-8 for the DLQ."""
+    raw = encode(good()).replace(f'"{field}": "'.encode(), f'"{field}": "\\ud800'.encode(), 1)
+    if field == "case_id":
+        raw = encode(good(case_id="x")).replace(b'"case_id": "x', b'"case_id": "x\\ud800')
+    rejection = reject(raw)
+    assert rejection.field == field
+    json.dumps(rejection.as_dict(), ensure_ascii=False).encode()  # no UnicodeEncodeError

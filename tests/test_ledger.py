@@ -63,6 +63,7 @@ class ClickHouseModel:
     """What the sink leaves in ClickHouse: ReplacingMergeTree rows, read with argMax."""
 
     archive: dict[str, tuple[int, SeenRecord]] = dataclasses.field(default_factory=dict)
+    heartbeat_owners: dict[str, tuple[int, SeenRecord]] = dataclasses.field(default_factory=dict)
     counters: dict[tuple[PeriodKey, Combo], tuple[int, int]] = dataclasses.field(
         default_factory=dict
     )
@@ -86,7 +87,11 @@ class ClickHouseModel:
                 counts[combo] = n
                 periods[key] = (counts, max(seen_version, version))
         return LocalModel(
-            owners={k: owner for k, (s, owner) in self.archive.items() if s == shard},
+            owners={
+                k: owner
+                for k, (s, owner) in [*self.archive.items(), *self.heartbeat_owners.items()]
+                if s == shard
+            },
             counters={k: PeriodCounts(c, v) for k, (c, v) in periods.items()},
             position=self.progress.get(shard, 0),
         )
@@ -152,6 +157,12 @@ def test_counts_each_event_once_whatever_crashes_and_state_losses(
             done = 0
             while done < 4 and rng.random() >= crash_rate / 4:
                 if done == 0:
+                    ch.heartbeat_owners.update(
+                        {
+                            r.event.event_id: (shard, seen[r.event.event_id])
+                            for r in outcome.heartbeats
+                        }
+                    )
                     ch.archive.update(
                         {r.event.event_id: (shard, seen[r.event.event_id]) for r in outcome.owned}
                     )
