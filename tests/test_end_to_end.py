@@ -18,7 +18,8 @@ from tests.conftest import ROOT, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-REFERENCE = ROOT.parent / "shared" / "reference" / "weekly-bulletin-2024-w50.txt"
+#: Section 四(一) of the user's bulletin, copied from shared/reference into the repository.
+REFERENCE = ROOT / "tests" / "data" / "bulletin-2024-w50-section-4-1.txt"
 PARAGRAPH = re.compile(
     r"本周，共计咨询\d+人次、受理\d+件、颁发\d+件、流转\d+件次。"
     r"今年以来，累计咨询\d+人次、受理\d+件、颁发\d+件、流转\d+件次。"
@@ -27,7 +28,7 @@ PARAGRAPH = re.compile(
 
 def reference_paragraph() -> str:
     if not REFERENCE.is_file():
-        pytest.fail(f"the user's bulletin is expected at {REFERENCE} (shared/ beside the repo)")
+        pytest.fail(f"the user's bulletin excerpt is expected at {REFERENCE}")
     text = re.sub(r"\s+", "", REFERENCE.read_text(encoding="utf-8"))
     match = PARAGRAPH.search(text)
     assert match is not None, f"section 四(一) paragraph not found in {REFERENCE}"
