@@ -132,12 +132,21 @@ class Counting:
         if not wanted:
             return
         state, _sink = self._open()
-        client = connect(self._settings)
-        try:
-            ensure_schema(self._settings, client)
-            state.adopt(wanted, client)
-        finally:
-            client.disconnect()
+        backoff = 0.2
+        while True:  # ClickHouse away: wait for it, as the sink does (back-pressure)
+            client = connect(self._settings)
+            try:
+                ensure_schema(self._settings, client)
+                state.adopt(wanted, client)
+                break
+            except OperationalError as exc:
+                log.warning(
+                    "count: adopting %s failed (retrying in %.1fs): %s", wanted, backoff, exc
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                client.disconnect()
         with self._meta:
             for partition in wanted:
                 if partition in self._pending:  # not revoked meanwhile
