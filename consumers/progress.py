@@ -48,13 +48,8 @@ class Lag:
         return max(0, self.high - self.committed)
 
 
-def intake_group(settings: Settings) -> str:
-    """The intake stage's consumer group (committed offsets of the raw topic)."""
-    return f"{settings.app_id}-intake"
-
-
 def _consumer(settings: Settings) -> Consumer:
-    return Consumer(consumer_config(settings, intake_group(settings), socket_timeout_ms=5000))
+    return Consumer(consumer_config(settings, settings.intake_group, socket_timeout_ms=5000))
 
 
 def durable_positions(client: Client, settings: Settings) -> dict[int, int]:

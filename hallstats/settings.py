@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         """Internal topic that re-keys valid events by event_id (dedup needs co-location)."""
         return f"{self.app_id}-{self.topic}-by-event-id"
 
+    @property
+    def intake_group(self) -> str:
+        """Consumer group of the intake stage (its own: Faust's group speaks Faust's
+        assignor protocol); its committed offsets are intake's progress on the raw topic."""
+        return f"{self.app_id}-intake"
+
     def isolated(self, prefix: str, workdir: Path, **changes: Any) -> Settings:
         """A copy with its own topics, consumer group, database and data folder, so a
         test or benchmark run never sees another run's data."""

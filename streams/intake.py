@@ -26,7 +26,6 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from consumers.progress import intake_group
 from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
@@ -61,7 +60,7 @@ class Intake:
         self._consumer = Consumer(
             consumer_config(
                 settings,
-                intake_group(settings),
+                settings.intake_group,
                 partition_assignment_strategy="cooperative-sticky",
                 session_timeout_ms=10_000,  # a killed member's partitions move in 10 s
                 fetch_max_bytes=64 * 1024 * 1024,
@@ -83,7 +82,7 @@ class Intake:
     def run(self, stop: threading.Event) -> None:
         self._consumer.subscribe([self._settings.topic], on_revoke=self._on_revoke)
         log.info(
-            "intake: reading %s as group %s", self._settings.topic, intake_group(self._settings)
+            "intake: reading %s as group %s", self._settings.topic, self._settings.intake_group
         )
         try:
             while not stop.is_set():
