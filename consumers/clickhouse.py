@@ -6,7 +6,7 @@ import base64
 import http.client
 import logging
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -41,10 +41,24 @@ def execute(client: Client, query: str, params: Any = None, *, settings: Setting
     try:
         return client.execute(query, params)
     except (ClickHouseDriverError, OSError, EOFError) as exc:
-        raise OperationalError(
-            f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: "
-            f"{type(exc).__name__}: {exc}".strip()
-        ) from exc
+        raise _operational(exc, settings) from exc
+
+
+def execute_iter(
+    client: Client, query: str, *, settings: Settings, block_rows: int = 65_536
+) -> Iterator[tuple[Any, ...]]:
+    """Stream a large result block by block (bounded memory), errors as in :func:`execute`."""
+    try:
+        yield from client.execute_iter(query, settings={"max_block_size": block_rows})
+    except (ClickHouseDriverError, OSError, EOFError) as exc:
+        raise _operational(exc, settings) from exc
+
+
+def _operational(exc: BaseException, settings: Settings) -> OperationalError:
+    return OperationalError(
+        f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: "
+        f"{type(exc).__name__}: {exc}".strip()
+    )
 
 
 def ensure_schema(settings: Settings, client: Client | None = None) -> None:

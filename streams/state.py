@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
-from clickhouse_driver.errors import Error as ClickHouseDriverError
 from rocksdict import Options, Rdict, WriteBatch
 
-from consumers.clickhouse import execute
+from consumers.clickhouse import execute, execute_iter
 from consumers.progress import durable_positions
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
@@ -199,13 +198,13 @@ GROUP BY period_kind, period, period_start, hall_id, department, event_type""",
         self.commit((), counters, {})
         owners = 0
         batch: list[tuple[int, str, SeenRecord]] = []
-        for event_id, fingerprint, source_position in _iter_rows(
+        for event_id, fingerprint, source_position in execute_iter(
             client,
-            settings,
             f"SELECT event_id, fingerprint, source_position FROM {db}.events "
             f"WHERE shard = {int(partition)} UNION ALL "
             f"SELECT event_id, fingerprint, source_position FROM {db}.heartbeat_owners "
             f"WHERE shard = {int(partition)}",
+            settings=settings,
         ):
             owner = SeenRecord(str(fingerprint), int(source_position))
             batch.append((partition, str(event_id), owner))
@@ -228,15 +227,6 @@ GROUP BY period_kind, period, period_start, hall_id, department, event_type""",
             result.seconds,
         )
         return result
-
-
-def _iter_rows(client: Any, settings: Settings, query: str) -> Iterator[tuple[Any, ...]]:
-    try:
-        yield from client.execute_iter(query, settings={"max_block_size": 65_536})
-    except (ClickHouseDriverError, OSError, EOFError) as exc:
-        raise OperationalError(
-            f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: {exc}"
-        ) from exc
 
 
 class Overlay(MutableMapping[PeriodKey, PeriodCounts]):
