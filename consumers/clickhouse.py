@@ -125,9 +125,6 @@ class HttpInserter:
             "Content-Type": "text/tab-separated-values; charset=UTF-8",
         }
 
-    def insert(self, table: str, columns: str, rows: Iterable[Iterable[object]]) -> None:
-        self.insert_lines(table, columns, [tsv_line(row) for row in rows])
-
     def insert_lines(self, table: str, columns: str, lines: list[str]) -> None:
         """Rows already formatted as TabSeparated lines (see :func:`tsv_text`)."""
         if not lines:

@@ -155,10 +155,6 @@ class Counting:
                     self._last_input[partition] = time.monotonic()
         log.info("count: partitions %s at offsets %s", wanted, self._positions)
 
-    def assigned(self) -> dict[int, int]:
-        with self._meta:
-            return dict(self._positions)
-
     def close(self) -> None:
         with self._lock:
             if self._state is not None:

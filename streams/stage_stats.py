@@ -94,9 +94,9 @@ class StageCollector(Collector):
             "Messages sent to the DLQ, by reason (validation or conflicting duplicate).",
             labels=["reason"],
         )
+        per_stage = [t.rejections() for t in self._stages]
         for reason in _REASONS:
-            total = sum(t.rejections()[reason] for t in self._stages)
-            rejected.add_metric([reason.value], total)
+            rejected.add_metric([reason.value], sum(r[reason] for r in per_stage))
         yield rejected
 
 
