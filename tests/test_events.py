@@ -274,3 +274,37 @@ def test_lone_surrogates_are_rejected_with_an_encodable_record(field: str) -> No
     rejection = reject(raw)
     assert rejection.field == field
     json.dumps(rejection.as_dict(), ensure_ascii=False).encode()  # no UnicodeEncodeError
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "schema_version": st.sampled_from([1, 1.0, True, 2, "1"]),
+            "event_id": st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper() + "\n"),
+            "event_type": st.sampled_from([t.value for t in EventType] + ["Accept", 1]),
+            "occurred_at": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+            | st.sampled_from(["2024-12-09t09:30:00z", "2024-12-09T09:30:00.5+08:00"]),
+            "hall_id": st.text(max_size=70) | st.none(),
+            "window_id": st.text(min_size=1, max_size=3),
+            "department": st.text(min_size=1, max_size=3),
+        },
+        optional={"item_code": st.text(max_size=5) | st.none() | st.integers()},
+    )
+)
+def test_the_fast_path_accepts_only_what_the_full_checks_accept_and_alike(
+    obj: dict[str, Any],
+) -> None:
+    """schemas.events._accept_fast repeats the rules for speed; it must never differ."""
+    from unittest import mock
+
+    from schemas import events
+
+    fast = events._accept_fast(obj, NOW)
+    with mock.patch.object(events, "_accept_fast", return_value=None):
+        try:
+            full = events.validate_object(obj, now=NOW)
+        except EventRejected:
+            full = None
+    if fast is not None:
+        assert full == fast
+        assert full.fingerprint() == fast.fingerprint()
