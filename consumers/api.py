@@ -28,9 +28,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from consumers import breakdown, bulletin, figures, finalized, series
+from consumers import breakdown, bulletin, completeness, figures, finalized, series
 from consumers.breakdown import Scope, Share
 from consumers.clickhouse import connect
+from consumers.completeness import Completeness
 from consumers.finalized import FinalizedWeek
 from hallstats.errors import DataError, NotFinalizedError, OperationalError
 from hallstats.settings import Settings
@@ -78,6 +79,12 @@ class Counts(_Model):
         return cls(**counts.as_dict())
 
 
+class SilentTerminal(_Model):
+    hall_id: str
+    window_id: str
+    last_seen: datetime = Field(description="Its last event or heartbeat (UTC)")
+
+
 class WeekFigures(_Model):
     week: str = Field(examples=["2024-W50"])
     version: int = Field(ge=1)
@@ -89,8 +96,12 @@ class WeekFigures(_Model):
     weekly: Counts
     year_to_date: Counts
     complete: bool | None = Field(
-        description="Whether every terminal reported for the whole week; null = not known "
-        "(completeness tracking is not available yet)."
+        description="false: a terminal seen in the 4 weeks before the week's end has sent "
+        "nothing since (listed in silent_terminals); null while the grace period runs. "
+        "Live, as in the bulletin JSON: not part of the version."
+    )
+    silent_terminals: list[SilentTerminal] = Field(
+        description="Terminals silent since the week's end, as in the bulletin JSON"
     )
     content_hash: str
     note: str = Field(description="What this version revised, empty for version 1")
@@ -355,7 +366,7 @@ class _Clients:
 # ---------------------------------------------------------------- the app
 
 
-def _figures(snapshot: FinalizedWeek) -> WeekFigures:
+def _figures(snapshot: FinalizedWeek, done: Completeness) -> WeekFigures:
     ytd_first, ytd_last = snapshot.ytd_range
     return WeekFigures(
         week=str(snapshot.week),
@@ -367,7 +378,11 @@ def _figures(snapshot: FinalizedWeek) -> WeekFigures:
         ytd_end=ytd_last,
         weekly=Counts.of(snapshot.weekly),
         year_to_date=Counts.of(snapshot.year_to_date),
-        complete=None,
+        complete=done.complete,
+        silent_terminals=[
+            SilentTerminal(hall_id=t.hall_id, window_id=t.window_id, last_seen=t.last_seen)
+            for t in done.silent
+        ],
         content_hash=snapshot.content_hash,
         note=snapshot.note,
         text=bulletin.paragraph(snapshot.weekly, snapshot.year_to_date),
@@ -504,7 +519,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] | None = Non
         """A week's finalized figures: the latest version, or `version`."""
         iso = _week(week)
         with pool.client() as client:
-            return _figures(snapshot_of(client, iso, version))
+            snapshot = snapshot_of(client, iso, version)
+            return _figures(snapshot, completeness.judge(client, settings, iso, now()))
 
     @api.get(
         "/weeks/{week}/revisions", response_model=Revisions, responses=_NOT_FOUND, tags=["weeks"]

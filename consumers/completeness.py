@@ -3,12 +3,16 @@
 A terminal seen in the 4 weeks before a week's end that has sent nothing
 (no event, no heartbeat) since that end may still hold events of the week:
 the week is reported as possibly incomplete, naming those terminals.
+
+:func:`judge` is the one rule; the bulletin JSON and the read API both report
+its answer, so they cannot disagree about a week.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from clickhouse_driver import Client
 
@@ -38,3 +42,34 @@ def silent_since_week_end(client: Client, settings: Settings, week: IsoWeek) -> 
         settings=settings,
     )
     return [Terminal(str(h), str(w), s if s.tzinfo else s.replace(tzinfo=UTC)) for h, w, s in rows]
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """``complete``: None while the grace period runs on the clock (terminals may still
+    deliver), else whether no terminal went silent. Live: not part of any version."""
+
+    complete: bool | None
+    silent: tuple[Terminal, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "silent_terminals": [
+                {
+                    "hall_id": t.hall_id,
+                    "window_id": t.window_id,
+                    "last_seen": t.last_seen.astimezone(UTC).isoformat(),
+                }
+                for t in self.silent
+            ],
+        }
+
+
+def judge(client: Client, settings: Settings, week: IsoWeek, now: datetime) -> Completeness:
+    """The week's completeness as of ``now`` (an aware instant)."""
+    if now.tzinfo is None:
+        raise ValueError(f"completeness: expected an aware 'now', got naive {now!r}")
+    silent = tuple(silent_since_week_end(client, settings, week))
+    grace_end = week.closes_at(settings.zone) + timedelta(seconds=settings.finalize_grace_seconds)
+    return Completeness(None if now < grace_end else not silent, silent)

@@ -8,6 +8,7 @@ checked by schemathesis against the same app.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -76,7 +77,8 @@ def test_week_reproduces_the_bulletin_figures(api: TestClient) -> None:
     assert body["year_to_date"] == seed.BULLETIN_YTD.as_dict()
     assert (body["week_start"], body["week_end"]) == ("2024-12-09", "2024-12-15")
     assert (body["ytd_start"], body["ytd_end"]) == ("2024-01-01", "2024-12-15")
-    assert body["complete"] is None  # completeness tracking is another issue's
+    # At NOW (inside W50) the grace period runs: completeness is not judged yet.
+    assert body["complete"] is None and body["silent_terminals"] == []
     assert body["text"] == (
         "本周，共计咨询1627人次、受理578件、颁发3897件、流转5464件次。"
         "今年以来，累计咨询78946人次、受理32381件、颁发156964件、流转346703件次。"
@@ -244,6 +246,69 @@ def test_finalize_freezes_a_breakdown_with_every_version(
             client, f"DROP DATABASE IF EXISTS {settings.clickhouse_database}", settings=settings
         )
         client.disconnect()
+
+
+# ---------------------------------------------------------------- completeness
+
+
+@pytest.fixture(scope="module")
+def terminals(stack: Settings) -> Iterator[Settings]:
+    """2024-W49 and W50 finalized; window A silent since 13 Dec, B heard after W50's end,
+    C last heard before W50's 4-week look-back."""
+    settings = stack.model_copy(update={"clickhouse_database": f"hs_quiet_{uuid.uuid4().hex[:8]}"})
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        for week in (IsoWeek(2024, 49), W50):
+            seed.store_snapshot(
+                client, settings, week, TypeCounts(1, 1, 1, 1), TypeCounts(2, 2, 2, 2)
+            )
+        execute(
+            client,
+            f"INSERT INTO {settings.clickhouse_database}.terminals "
+            "(hall_id, window_id, last_seen) VALUES",
+            [
+                ("hall-a", "W01", datetime(2024, 12, 13, 9, tzinfo=UTC)),
+                ("hall-b", "W02", datetime(2024, 12, 17, 1, tzinfo=UTC)),
+                ("hall-c", "W03", datetime(2024, 10, 1, 1, tzinfo=UTC)),
+            ],
+            settings=settings,
+        )
+        yield settings
+    finally:
+        execute(
+            client, f"DROP DATABASE IF EXISTS {settings.clickhouse_database}", settings=settings
+        )
+        client.disconnect()
+
+
+def _completeness(body: dict[str, Any]) -> tuple[bool | None, list[tuple[str, str, datetime]]]:
+    """``complete`` and the silent terminals, with times parsed (the API writes UTC as
+    ``Z``, the bulletin JSON as ``+00:00``: the same instant)."""
+    return body["complete"], [
+        (t["hall_id"], t["window_id"], datetime.fromisoformat(t["last_seen"]))
+        for t in body["silent_terminals"]
+    ]
+
+
+def test_completeness_equals_the_bulletin_json(terminals: Settings) -> None:
+    from consumers.render import render
+
+    silent_a = [("hall-a", "W01", datetime(2024, 12, 13, 9, tzinfo=UTC))]
+    judging = terminals.model_copy(update={"finalize_grace_seconds": 86400.0})
+    waiting = terminals.model_copy(update={"finalize_grace_seconds": 100 * 365 * 86400.0})
+    for config, week, expected in (
+        (judging, W50, (False, silent_a)),
+        (judging, IsoWeek(2024, 49), (True, [])),  # A was heard after W49's end
+        (waiting, W50, (None, silent_a)),  # grace running: not judged, silence still listed
+    ):
+        with TestClient(create_app(config)) as api:
+            from_api = _completeness(get(api, f"/weeks/{week}"))
+        bulletin = json.loads(render(config, week, None, "json").data)
+        assert from_api == _completeness(bulletin) == expected, (
+            week,
+            config.finalize_grace_seconds,
+        )
 
 
 def test_bearer_token_when_configured(seeded: Settings) -> None:
