@@ -24,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from consumers.render import FORMATS as BULLETIN_FORMATS  # light: no renderer loads here
 from hallstats.errors import DataError, HallstatsError, IntegrityError, OperationalError
 from hallstats.settings import Settings
 
@@ -121,23 +122,8 @@ def cmd_finalize(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bulletin(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers import bulletin, finalized
-    from consumers.clickhouse import connect, ensure_schema
-
-    if args.format != "text" or args.output:
-        return _render_bulletin(args, settings)
-    client = connect(settings)
-    try:
-        ensure_schema(settings, client)
-        snap = finalized.read(client, settings, args.week, args.version)
-    finally:
-        client.disconnect()
-    print(bulletin.paragraph(snap.weekly, snap.year_to_date))
-    return 0
-
-
-def _render_bulletin(args: argparse.Namespace, settings: Settings) -> int:
-    """Section 四(一) as markdown/json (stdout or --output) or docx/png (a file)."""
+    """One finalized version of a week in ``--format``: text formats to stdout (or
+    --output), binary ones (docx, png) to a file."""
     from consumers.render import render
 
     rendered = render(settings, args.week, args.version, args.format)
@@ -300,7 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bulletin", help="print a week's finalized figures")
     p.add_argument("--week", required=True, type=_week)
-    p.add_argument("--format", choices=["text", "markdown", "docx", "json", "png"], default="text")
+    p.add_argument(
+        "--format",
+        choices=BULLETIN_FORMATS,
+        default="paragraph",
+        help="paragraph (default, the bare sentence for scripts); text: the whole section "
+        "for a terminal; markdown, docx, json, png: the section in that form",
+    )
     p.add_argument("--version", type=int, default=None, help="a given version (default latest)")
     p.add_argument("--output", default=None, help="write to this file (docx/png default: ./)")
     p.set_defaults(func=cmd_bulletin)

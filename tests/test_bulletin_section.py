@@ -1,23 +1,32 @@
-"""Section 四(一) without a database: working-day header, change wording, Markdown
-and DOCX layout, the PNG chart, and the seed's exact apportioning."""
+"""Section 四(一) without a database: working-day header, change wording, text,
+Markdown and DOCX layout, the PNG chart and its gaps, and the seed's exact apportioning."""
 
 from __future__ import annotations
 
 import io
+import math
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from docx import Document
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from consumers.breakdown import Scope, Share
 from consumers.finalized import FinalizedWeek
-from consumers.render import docx, markdown
+from consumers.render import docx, markdown, text
+from consumers.render.chart import figure as chart_figure
+from consumers.render.chart import plot_data
 from consumers.render.chart import render as render_chart
 from consumers.render.section import Section
+from consumers.render.text import display_width
 from consumers.render.workdays import working_days
 from consumers.series import Change, Changes, SeriesPoint, same_week_last_year
 from hallstats import seed
+from hallstats.errors import DataError
 from schemas.calendar import IsoWeek
+from schemas.catalog import EventType
 from schemas.figures import TypeCounts
 
 W50 = IsoWeek(2024, 50)
@@ -87,6 +96,125 @@ def test_markdown_layout() -> None:
     assert blocks[5] == "上周（2024-W49）数据尚未定版，暂无环比。"
     old = markdown.render(_section(departments=None))
     assert "第1版未保存分部门数据" in old
+
+
+def test_display_width_counts_wide_and_fullwidth_twice() -> None:
+    assert display_width("部门") == 4  # W
+    assert display_width("（人次）") == 8  # F
+    assert display_width("Ａ1") == 3  # fullwidth A, ASCII digit
+    assert display_width("ｱ·—") == 3  # halfwidth katakana (H), ambiguous (A): one cell each
+    assert display_width("e\u0301") == 1  # a combining accent takes no cell of its own
+    assert display_width("") == 0
+
+
+def test_text_section_parts_and_aligned_table() -> None:
+    out = text.render(_section())
+    assert out.endswith("\n") and not out.endswith("\n\n")
+    blocks = out.rstrip("\n").split("\n\n")
+    assert blocks[:4] == [
+        "（12月9日—12月13日）",
+        "四、综窗改革攻坚行动\n（一）省本级综窗办件情况",
+        PARAGRAPH,
+        "各部门办件情况\n"
+        "部门         本周咨询  本周受理  本周颁发  本周流转\n"
+        "             （人次）    （件）    （件）  （件次）\n"
+        "-----------  --------  --------  --------  --------\n"
+        "民政厅           1000       300      2000      3000\n"
+        "卫生|健康委       627       278      1897      2464\n"
+        "-----------  --------  --------  --------  --------\n"
+        "合计             1627       578      3897      5464",
+    ]
+    assert blocks[4].splitlines()[-1] == "合计            78946     32381    156964    346703"
+    assert blocks[5] == "上周（2024-W49）数据尚未定版，暂无环比。"
+    for block in blocks[3:5]:
+        lines = [line for line in block.splitlines() if line != "各部门办件情况"]
+        # Figures are right-aligned: every line ends at the same terminal column.
+        assert {display_width(line) for line in lines} == {51}
+    assert "第1版未保存分部门数据" in text.render(_section(departments=None))
+
+
+def test_text_table_fits_the_width_and_keeps_every_cell() -> None:
+    section = _section()
+    table = section.table()
+    assert table is not None
+    for width in (200, 80, 40, 10):
+        lines = text.table_lines(table, width)
+        blocks = "\n".join(lines).split("\n\n")
+        if width >= 30:
+            assert all(display_width(line) <= width for line in lines)
+        # Reassemble the rows from the blocks: the same cells as the Markdown table.
+        rows: dict[str, list[str]] = {}
+        for block in blocks:
+            for line in block.splitlines()[3:]:
+                if not line.startswith("-"):
+                    name, *cells = line.split()
+                    rows.setdefault(name, []).extend(cells)
+        assert rows == {row[0]: list(row[1:]) for row in (*table.rows, table.total)}
+        expected_blocks = {200: 1, 80: 2, 40: 4, 10: 8}[width]
+        assert len(blocks) == expected_blocks, width
+
+
+def test_chart_leaves_gaps_where_no_version_is_final() -> None:
+    weeks = (1, 2, 3, 4, 50)
+    points = [_point(IsoWeek(2024, w), TypeCounts(w, 2 * w, 3 * w, 4 * w)) for w in weeks]
+    plot = plot_data(points, 2024)
+    assert plot.weeks == tuple(range(1, 53)) and plot.shown == 5
+    consult = plot.values[EventType.CONSULT]
+    assert [w for w, v in zip(plot.weeks, consult, strict=True) if v is not None] == list(weeks)
+    assert consult[49] == 50 and plot.values[EventType.TRANSFER][3] == 16
+    assert plot.caption() == "图中显示已定版的5周（全年52周）；未定版的周留空，不与相邻周连线。"
+
+    fig = chart_figure(points, 2024, highlight=IsoWeek(2024, 50))
+    drawn = plotted(fig)
+    assert len(drawn) == 4  # one panel per counted type
+    for xs, ys in drawn:
+        assert xs == list(range(1, 53))
+        assert _runs(ys) == [[1, 2, 3, 4], [50]]
+    assert plot.caption() in texts(fig)
+
+    full = plot_data([_point(IsoWeek(2020, w), TypeCounts(1, 1, 1, 1)) for w in range(1, 54)], 2020)
+    assert full.shown == 53 and full.caption() == "全年53周均已定版，图中全部显示。"
+    with pytest.raises(DataError, match="2023-W50"):
+        plot_data([_point(IsoWeek(2023, 50), TypeCounts())], 2024)
+
+
+def plotted(fig: Figure) -> list[tuple[list[int], list[float]]]:
+    """Each panel's series as drawn: week numbers and values (NaN: nothing drawn)."""
+    out = []
+    for ax in fig.axes:
+        line = ax.get_lines()[0]  # the series; the highlight is drawn after it
+        xs = [int(x) for x in np.asarray(line.get_xdata())]
+        out.append((xs, [float(y) for y in np.asarray(line.get_ydata())]))
+    return out
+
+
+def texts(fig: Figure) -> set[str]:
+    return {t.get_text() for t in fig.findobj(Text) if isinstance(t, Text)}
+
+
+def _runs(ys: list[float]) -> list[list[int]]:
+    """Weeks drawn as one connected piece: matplotlib breaks a line at every NaN."""
+    runs: list[list[int]] = []
+    for week, y in enumerate(ys, start=1):
+        if math.isnan(y):
+            continue
+        if runs and runs[-1][-1] == week - 1:
+            runs[-1].append(week)
+        else:
+            runs.append([week])
+    return runs
+
+
+def _point(week: IsoWeek, weekly: TypeCounts) -> SeriesPoint:
+    snapshot = FinalizedWeek(
+        week=week,
+        version=1,
+        finalized_at=datetime(2024, 12, 16, 2, tzinfo=UTC),
+        weekly=weekly,
+        year_to_date=weekly,
+        content_hash="x" * 64,
+    )
+    return SeriesPoint(snapshot, None, None)
 
 
 def test_docx_holds_the_section_text() -> None:

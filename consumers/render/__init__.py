@@ -1,6 +1,7 @@
 """Renderers of the bulletin section 四(一): text, Markdown, DOCX, JSON and a PNG chart.
 
-All formats render one :class:`~consumers.render.section.Section`; the heavy
+All formats render one :class:`~consumers.render.section.Section` (``paragraph``,
+the bare sentence for scripts, reads only the finalized figures); the heavy
 libraries (python-docx, matplotlib) load only for the format that needs them.
 """
 
@@ -13,7 +14,7 @@ from hallstats.errors import DataError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 
-FORMATS = ("text", "markdown", "docx", "json", "png")
+FORMATS = ("paragraph", "text", "markdown", "docx", "json", "png")
 
 
 @dataclass(frozen=True)
@@ -26,34 +27,35 @@ class Rendered:
 
     @property
     def suffix(self) -> str:
-        return {"text": "txt", "markdown": "md"}.get(self.fmt, self.fmt)
+        return {"paragraph": "txt", "text": "txt", "markdown": "md"}.get(self.fmt, self.fmt)
 
 
 def _completeness(settings: Settings, week: IsoWeek) -> dict[str, object]:
-    """Issue 3: ``complete`` (None until the grace period passed on the clock) and the
-    terminals silent since the week's end (live, not part of the finalized version)."""
-    from datetime import UTC, datetime, timedelta
+    """``complete`` and ``silent_terminals`` as of now (live, not part of the version)."""
+    from datetime import UTC, datetime
 
+    from consumers import completeness
     from consumers.clickhouse import connect
-    from consumers.completeness import silent_since_week_end
 
     client = connect(settings)
     try:
-        silent = silent_since_week_end(client, settings, week)
+        return completeness.judge(client, settings, week, datetime.now(UTC)).as_json()
     finally:
         client.disconnect()
-    grace_end = week.closes_at(settings.zone) + timedelta(seconds=settings.finalize_grace_seconds)
-    return {
-        "complete": None if datetime.now(UTC) < grace_end else not silent,
-        "silent_terminals": [
-            {
-                "hall_id": t.hall_id,
-                "window_id": t.window_id,
-                "last_seen": t.last_seen.astimezone(UTC).isoformat(),
-            }
-            for t in silent
-        ],
-    }
+
+
+def _paragraph(settings: Settings, week: IsoWeek, version: int | None) -> str:
+    """Only the finalized figures: the paragraph needs no breakdown or year series."""
+    from consumers import bulletin, finalized
+    from consumers.clickhouse import connect, ensure_schema
+
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        snap = finalized.read(client, settings, week, version)
+    finally:
+        client.disconnect()
+    return bulletin.paragraph(snap.weekly, snap.year_to_date)
 
 
 def render(settings: Settings, week: IsoWeek, version: int | None, fmt: str) -> Rendered:
@@ -62,9 +64,13 @@ def render(settings: Settings, week: IsoWeek, version: int | None, fmt: str) -> 
 
     if fmt not in FORMATS:
         raise DataError(f"bulletin: expected --format among {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "paragraph":
+        return Rendered(fmt, (_paragraph(settings, week, version) + "\n").encode(), binary=False)
     section = load(settings, week, version)
     if fmt == "text":
-        return Rendered(fmt, (section.paragraph() + "\n").encode(), binary=False)
+        from consumers.render import text
+
+        return Rendered(fmt, text.render(section).encode(), binary=False)
     if fmt == "markdown":
         from consumers.render import markdown
 

@@ -19,7 +19,7 @@ from docx.table import Table as DocxTable
 from docx.text.paragraph import Paragraph
 from docx.text.run import Run
 
-from consumers.render.section import SUBTITLE, TITLE, Section
+from consumers.render.section import SUBTITLE, TABLE_CAPTION, TITLE, Section
 
 _BODY = "仿宋_GB2312"
 _HEADING = "黑体"
@@ -80,12 +80,11 @@ def render(section: Section, chart_png: bytes | None = None) -> bytes:
 
     table = section.table()
     if table is None:
-        note = f"（{section.week} 第{section.snapshot.version}版未保存分部门数据。）"
-        _line(document.add_paragraph(), note, _BODY, 12, indent=True)
+        _line(document.add_paragraph(), section.missing_table_note(), _BODY, 12, indent=True)
     else:
         caption = document.add_paragraph()
         caption.alignment = WD_ALIGN_PARAGRAPH.CENTER
-        _style(caption.add_run("各部门办件情况"), _HEADING, 12)
+        _style(caption.add_run(TABLE_CAPTION), _HEADING, 12)
         rows = [table.header, *table.rows, table.total]
         _table(document.add_table(rows=len(rows), cols=len(table.header)), rows)
 

@@ -15,7 +15,7 @@ def render(section: Section) -> str:
     parts = [section.header(), f"## {TITLE}", f"### {SUBTITLE}", section.paragraph()]
     table = section.table()
     if table is None:
-        parts.append(f"（{section.week} 第{section.snapshot.version}版未保存分部门数据。）")
+        parts.append(section.missing_table_note())
     else:
         lines = [
             "| " + " | ".join(table.header) + " |",

@@ -23,6 +23,7 @@ from schemas.figures import TypeCounts
 TITLE = "四、综窗改革攻坚行动"
 SUBTITLE = "（一）省本级综窗办件情况"
 TOTAL_ROW = "合计"
+TABLE_CAPTION = "各部门办件情况"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Section:
 
     def paragraph(self) -> str:
         return bulletin.paragraph(self.snapshot.weekly, self.snapshot.year_to_date)
+
+    def missing_table_note(self) -> str:
+        """Said in place of the table when the version predates stored breakdowns."""
+        return f"（{self.week} 第{self.snapshot.version}版未保存分部门数据。）"
 
     def changes_text(self) -> tuple[str, ...]:
         """环比 always (or why it is missing); 同比 only when last year's week is finalized."""
