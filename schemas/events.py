@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -111,6 +111,11 @@ def _show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _utc_text(moment: datetime) -> str:
+    """An instant already in UTC as canonical text, e.g. ``2024-12-09T01:30:00Z``."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 @dataclass(frozen=True)
 class ServiceEvent:
     """One valid service act (or heartbeat) at a window terminal."""
@@ -154,7 +159,7 @@ class ServiceEvent:
         """The instant as canonical UTC text, e.g. ``2024-12-09T01:30:00Z``."""
         cached: str | None = self.__dict__.get("_utc")
         if cached is None:
-            cached = self.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            cached = _utc_text(self.occurred_at.astimezone(UTC))
             self.__dict__["_utc"] = cached
         return cached
 
@@ -334,10 +339,10 @@ def _accept_fast(data: Any, now: datetime | None) -> ServiceEvent | None:
         return None
     try:
         moment = datetime.fromisoformat(stamp.upper())
-        moment.astimezone(UTC)
+        utc = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    if moment < EARLIEST_ACCEPTED or (now is not None and moment > now + FUTURE_TOLERANCE):
+    if utc < EARLIEST_ACCEPTED or (now is not None and utc > now + FUTURE_TOLERANCE):
         return None
     hall_id, window_id, department = (
         data.get("hall_id"),
@@ -353,16 +358,21 @@ def _accept_fast(data: Any, now: datetime | None) -> ServiceEvent | None:
         and _plain_text(case_id, False)
     ):
         return None
-    return ServiceEvent(
+    # Every field checked above: filled like :meth:`ServiceEvent.from_row`, with the
+    # UTC text this check already paid for.
+    event = ServiceEvent.__new__(ServiceEvent)
+    event.__dict__.update(
         event_id=event_id.lower(),
         event_type=event_type,
         occurred_at=moment,
-        hall_id=cast(str, hall_id),
-        window_id=cast(str, window_id),
-        department=cast(str, department),
+        hall_id=hall_id,
+        window_id=window_id,
+        department=department,
         item_code=item_code,
         case_id=case_id,
+        _utc=_utc_text(utc),
     )
+    return event
 
 
 def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:

@@ -141,39 +141,44 @@ def apply_batch(
 ) -> BatchOutcome:
     """Apply records in position order per shard; write each touched period once."""
     out = BatchOutcome()
-    working: dict[PeriodKey, tuple[dict[Combo, int], list[int]]] = {}
+    # key -> [counts, version]; the hot loop of counting (every event of every batch),
+    # so names are bound locally and the keys come from the per-day cache.
+    working: dict[PeriodKey, list[Any]] = {}
+    seen_get, working_get, keys_of_day = seen.get, working.get, _keys_of_day
     for record in records:
-        event = record.event
-        previous = seen.get(event.event_id)
-        if previous is not None and previous.position != record.position:
+        shard, position, event = record
+        event_id = event.event_id
+        previous = seen_get(event_id)
+        if previous is not None and previous.position != position:
             if previous.fingerprint == event.fingerprint():
                 out.duplicates.append(record)
             else:
                 out.conflicts.append((record, previous))
             continue
         if previous is None:
-            seen[event.event_id] = SeenRecord(event.fingerprint(), record.position)
+            seen[event_id] = SeenRecord(event.fingerprint(), position)
             out.first_seen.append(record)
-        if not is_counted(event.event_type):
+        event_type = event.event_type
+        if not is_counted(event_type):
             out.heartbeats.append(record)
             continue
         out.owned.append(record)
-        combo: Combo = (event.hall_id, event.department, event.event_type)
+        combo: Combo = (event.hall_id, event.department, event_type)
         applied_now = False
-        for key in period_keys(event, record.shard, zone):
-            entry = working.get(key)
+        for key in keys_of_day(shard, event.local_date(zone)):
+            entry = working_get(key)
             if entry is None:
                 stored = counters.get(key) or EMPTY
-                entry = working[key] = (dict(stored.counts), [stored.version])
-            counts, version = entry
-            if version[0] < record.position:
+                entry = working[key] = [dict(stored.counts), stored.version]
+            if entry[1] < position:
+                counts = entry[0]
                 counts[combo] = counts.get(combo, 0) + 1
-                version[0] = record.position
+                entry[1] = position
                 applied_now = True
         if applied_now:
             out.newly_counted.append(record)
     for key, (counts, version) in working.items():
-        value = PeriodCounts(MappingProxyType(counts), version[0])
+        value = PeriodCounts(MappingProxyType(counts), version)
         out.dirty[key] = value  # replayed periods too: their ClickHouse rows are re-written
         if counters.get(key) != value:
             counters[key] = value

@@ -316,19 +316,21 @@ class WorkerMetrics:
         now = time.time()
         zone = self.settings.zone
         finalized = self._finalized
-        tally: Tally[tuple[str, str, str]] = Tally()
+        counted = outcome.newly_counted
+        # Whole-batch passes (Counter counts in C): this runs for every counted event.
+        tally = Tally(
+            (r.event.event_type.value, r.event.hall_id, r.event.department) for r in counted
+        )
+        from_occurred = [max(0.0, now - r.event.occurred_at.timestamp()) for r in counted]
+        sent_at = [raw_ts.get((r.shard, r.position >> INDEX_BITS)) for r in counted]
+        from_kafka = [max(0.0, now - sent) for sent in sent_at if sent is not None]
         late: Tally[str] = Tally()
-        from_occurred, from_kafka = [], []
-        for record in outcome.newly_counted:
-            event = record.event
-            kind = event.event_type.value
-            tally[(kind, event.hall_id, event.department)] += 1
-            from_occurred.append(max(0.0, now - event.occurred_at.timestamp()))
-            sent = raw_ts.get((record.shard, record.position >> INDEX_BITS))
-            if sent is not None:
-                from_kafka.append(max(0.0, now - sent))
-            if finalized and event.local_date(zone).isocalendar()[:2] in finalized:
-                late[kind] += 1
+        if finalized:
+            late.update(
+                r.event.event_type.value
+                for r in counted
+                if r.event.local_date(zone).isocalendar()[:2] in finalized
+            )
         self.latency.observe_many("occurred_at", from_occurred)
         self.latency.observe_many("kafka_timestamp", from_kafka)
         for labels, n in tally.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, MutableSequence
 from typing import Any, cast
 
@@ -117,12 +118,12 @@ class BatchHistogram(Collector):
 
     def observe_many(self, label_value: str, values: list[float]) -> None:
         bounds = self._bounds
-        positions = [bisect.bisect_left(bounds, v) for v in values]
+        positions = Counter(bisect.bisect_left(bounds, v) for v in values)
         total = sum(values)
         with self._lock:
             counts, sums = self._series.setdefault(label_value, ([0] * len(bounds), [0.0]))
-            for p in positions:
-                counts[p] += 1
+            for p, n in positions.items():
+                counts[p] += n
             sums[0] += total
 
     def collect(self) -> Iterator[Any]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from consumers.clickhouse import execute, execute_iter
 from consumers.progress import durable_positions
@@ -109,6 +109,15 @@ class LocalState:
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_max_open_files(256)
+        # Nearly every owner lookup misses (a new event_id): bloom filters answer those
+        # without reading blocks, and a small memtable keeps the skiplist in cache.
+        # Measured on the sample year: about half the CPU of the defaults for gets and
+        # puts, and memory stays bounded by the memtables and the block cache.
+        table = BlockBasedOptions()
+        table.set_bloom_filter(10, False)
+        table.set_block_cache(Cache(32 << 20))
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_size(4 << 20)
         self._db = Rdict(str(self._slot.path / "rocksdb"), options)
         log.info("count state: %s", self._slot.path)
 
