@@ -25,13 +25,14 @@ from datetime import UTC, datetime
 
 import httpx
 
-from consumers.clickhouse import connect, ensure_schema, execute
 from deploy import stack
-from hallstats import seed
+from hallstats.clickhouse import connect, execute
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
+from tests.support import seed
 
 BASELINE = "/health"
 

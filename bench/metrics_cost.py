@@ -29,13 +29,14 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from consumers.clickhouse import connect
-from consumers.progress import lags, wait_until_caught_up
 from deploy import stack
-from hallstats import sample
-from hallstats.demo import start_worker, stop_worker
-from hallstats.emit import emit_lines, ensure_topics
+from hallstats.cli.demo import start_worker, stop_worker
+from hallstats.clickhouse import connect
+from hallstats.kafka import ensure_topics
 from hallstats.settings import Settings
+from streams.progress import lags, wait_until_caught_up
+from terminals import sample
+from terminals.emit import emit_lines
 
 
 def free_port() -> int:

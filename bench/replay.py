@@ -21,11 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.finalize import finalize
 from deploy import stack
-from hallstats import sample
-from hallstats.demo import start_worker, stop_worker
-from hallstats.emit import emit_file, ensure_topics
+from hallstats.cli.demo import start_worker, stop_worker
+from hallstats.kafka import ensure_topics
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from terminals import sample
+from terminals.emit import emit_file
 
 
 def plain_consume_rate(settings: Settings, expected: int) -> float:

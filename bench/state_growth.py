@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from consumers.clickhouse import connect
-from consumers.progress import wait_until_caught_up
 from deploy import stack
-from hallstats.demo import start_worker, stop_worker
-from hallstats.emit import emit_lines, ensure_topics
+from hallstats.cli.demo import start_worker, stop_worker
+from hallstats.clickhouse import connect
+from hallstats.kafka import ensure_topics
 from hallstats.settings import Settings
+from streams.progress import wait_until_caught_up
+from terminals.emit import emit_lines
 
 HALLS = [f"hall-{n}" for n in range(6)]
 DEPARTMENTS = [f"department-{n:02d}" for n in range(24)]

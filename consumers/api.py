@@ -30,9 +30,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from consumers import breakdown, bulletin, completeness, figures, finalized, series
 from consumers.breakdown import Scope, Share
-from consumers.clickhouse import connect
 from consumers.completeness import Completeness
 from consumers.finalized import FinalizedWeek
+from hallstats.clickhouse import connect
 from hallstats.errors import DataError, NotFinalizedError, OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek, weeks_in_year

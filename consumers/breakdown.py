@@ -17,13 +17,14 @@ from typing import Any
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
 from consumers.finalized import FinalizedWeek
+from hallstats.clickhouse import execute
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES, EventType
 from schemas.figures import TypeCounts
+from schemas.queries import latest_counts
 
 
 class Scope(StrEnum):
@@ -61,24 +62,17 @@ def _sum(shares: Iterable[Share]) -> tuple[TypeCounts, TypeCounts]:
     return weekly, ytd
 
 
-# Same reading rule as consumers/figures.py (newest version of each counter row
-# wins, then shards are summed), kept per hall and department.
-_LATEST_CELLS = """
-SELECT hall_id, department, event_type, sum(v) FROM (
-    SELECT shard, period, hall_id, department, event_type, argMax(value, version) AS v
-    FROM {db}.counters
-    WHERE {where}
-    GROUP BY shard, period, hall_id, department, event_type
-) GROUP BY hall_id, department, event_type
-"""
-
+# Cells read with the counter read rule (schemas.queries.latest_counts), per hall
+# and department.
 _Cells = dict[tuple[str, str], dict[str, int]]
 
 
 def _cells(client: Client, settings: Settings, where: str, params: dict[str, Any]) -> _Cells:
-    query = _LATEST_CELLS.format(db=settings.clickhouse_database, where=where)
     cells: _Cells = defaultdict(dict)
-    for hall, department, event_type, value in execute(client, query, params, settings=settings):
+    by = ("hall_id", "department", "event_type")
+    for hall, department, event_type, value in latest_counts(
+        client, settings, by=by, where=where, params=params
+    ):
         if event_type != EventType.HEARTBEAT.value:
             cells[(str(hall), str(department))][str(event_type)] = int(value)
     return cells

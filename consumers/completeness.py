@@ -16,7 +16,7 @@ from typing import Any
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
+from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 

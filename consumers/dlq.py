@@ -8,64 +8,25 @@ idempotent by event_id, so replaying twice changes nothing.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from hallstats.emit import producer
 from hallstats.errors import OperationalError
+from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
+from schemas.dlq import DeadLetter
 from schemas.events import EventRejected, RejectReason, parse_event
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    reason: str
-    field: str | None
-    message: str
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    rejected_at: str
-    original: bytes | None
-    key: bytes | None
-    dlq_offset: int
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], dlq_offset: int) -> DeadLetter:
-        source = data.get("source") or {}
-        original = data.get("original_b64")
-        key = source.get("key_b64")
-        return cls(
-            reason=str(data.get("reason")),
-            field=data.get("field"),
-            message=str(data.get("message", "")),
-            source_topic=str(source.get("topic")),
-            source_partition=int(source.get("partition", -1)),
-            source_offset=int(source.get("offset", -1)),
-            rejected_at=str(data.get("rejected_at", "")),
-            original=base64.b64decode(original) if original is not None else None,
-            key=base64.b64decode(key) if key is not None else None,
-            dlq_offset=dlq_offset,
-        )
 
 
 def read(settings: Settings, *, reason: str | None = None) -> Iterator[DeadLetter]:
     """Every dead letter from the start of the DLQ to its current end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"{settings.app_id}-dlq-reader",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer(consumer_config(settings, f"{settings.app_id}-dlq-reader"))
     try:
         meta = consumer.list_topics(settings.dlq_topic, timeout=10).topics.get(settings.dlq_topic)
         if meta is None or meta.error is not None:
@@ -115,7 +76,7 @@ class ReplayReport:
 
 
 def replay(settings: Settings, letters: Iterator[DeadLetter]) -> ReplayReport:
-    prod = producer(settings)
+    prod = Producer(producer_config(settings))
     now = datetime.now(UTC)
     resent = 0
     still: Counter[str] = Counter()

@@ -11,24 +11,14 @@ from typing import Any
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
-
-_LATEST = """
-SELECT event_type, sum(v) FROM (
-    SELECT shard, period, hall_id, department, event_type, argMax(value, version) AS v
-    FROM {db}.counters
-    WHERE {where}
-    GROUP BY shard, period, hall_id, department, event_type
-) GROUP BY event_type
-"""
+from schemas.queries import latest_counts
 
 
 def _counts(client: Client, settings: Settings, where: str, params: dict[str, Any]) -> TypeCounts:
-    query = _LATEST.format(db=settings.clickhouse_database, where=where)
-    rows = execute(client, query, params, settings=settings)
+    rows = latest_counts(client, settings, by=("event_type",), where=where, params=params)
     return TypeCounts.from_mapping({str(t): int(n) for t, n in rows if t != "heartbeat"})
 
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from consumers import breakdown
-from consumers.clickhouse import connect, ensure_schema
 from consumers.finalized import FinalizedWeek, content_hash, store, versions
-from consumers.progress import Lag, wait_until_caught_up
 from consumers.reconcile import reconcile
+from hallstats.clickhouse import connect
 from hallstats.errors import DataError, IntegrityError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from schemas.ddl import ensure_schema
+from streams.progress import Lag, wait_until_caught_up
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
+from hallstats.clickhouse import execute
 from hallstats.errors import NotFinalizedError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek

@@ -6,7 +6,7 @@ once its grace period has passed *both* on the clock and in the event stream:
 a replay of last year's events the clock is far ahead but the stream is not,
 so weeks finalize one by one as the replay moves past them, never before their
 events were processed. Finalization itself then also waits until everything
-already in Kafka is processed (see :mod:`consumers.progress`).
+already in Kafka is processed (see :mod:`streams.progress`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
+from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from schemas.queries import finalized_weeks
 
 
 class WeekState(StrEnum):
@@ -82,16 +83,6 @@ def weeks_with_data(client: Client, settings: Settings) -> list[IsoWeek]:
         settings=settings,
     )
     return sorted(IsoWeek.parse(str(r[0])) for r in rows)
-
-
-def finalized_weeks(client: Client, settings: Settings) -> dict[IsoWeek, int]:
-    rows = execute(
-        client,
-        f"SELECT week, max(version) FROM {settings.clickhouse_database}.finalized_weeks "
-        "GROUP BY week",
-        settings=settings,
-    )
-    return {IsoWeek.parse(str(w)): int(v) for w, v in rows}
 
 
 def due_weeks(client: Client, settings: Settings, now: datetime) -> list[IsoWeek]:

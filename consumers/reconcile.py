@@ -14,7 +14,7 @@ from datetime import date
 from clickhouse_driver import Client
 
 from consumers import figures
-from consumers.clickhouse import execute
+from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 from clickhouse_driver import Client
 
-from consumers.clickhouse import execute
-
 # The finalized_weeks column list and row decoding live with the table's owner.
 from consumers.finalized import _COLUMNS, FinalizedWeek, _from_row
+from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek, weeks_in_year
 from schemas.catalog import EventType

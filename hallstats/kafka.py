@@ -7,8 +7,14 @@ reaches every client at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 
 
@@ -48,3 +54,37 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         auto_offset_reset="earliest",
         **extra,
     )
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: Iterable[tuple[str, int]],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Create topics that are missing (idempotent; others' settings are left alone).
+
+    ``configs`` gives topic configs by name (e.g. compaction for changelogs).
+    """
+    admin = AdminClient(client_config(settings))
+    try:
+        existing = admin.list_topics(timeout=15).topics
+    except KafkaException as exc:
+        raise OperationalError(
+            f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
+            "start it with `hallstats stack up`"
+        ) from exc
+    wanted = [
+        NewTopic(
+            name, num_partitions=n, replication_factor=1, config=dict((configs or {}).get(name, {}))
+        )
+        for name, n in topics
+    ]
+    missing = [t for t in wanted if t.topic not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, request_timeout=15).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise OperationalError(f"cannot create topic {topic!r}: {exc}") from exc

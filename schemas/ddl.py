@@ -9,6 +9,10 @@ never double counts.
 
 from __future__ import annotations
 
+from clickhouse_driver import Client
+
+from hallstats.clickhouse import connect, execute
+from hallstats.settings import Settings
 from schemas.catalog import COUNTED_TYPES, EventType
 
 _TYPE_ENUM = "Enum8(" + ", ".join(f"'{t.value}' = {i}" for i, t in enumerate(EventType, 1)) + ")"
@@ -117,3 +121,14 @@ ORDER BY (week, event_id)""",
 ) ENGINE = MergeTree()
 ORDER BY (week, version, scope, name, event_type)""",
     ]
+
+
+def ensure_schema(settings: Settings, client: Client | None = None) -> None:
+    """Create the database and tables if missing (idempotent)."""
+    own = client or connect(settings)
+    try:
+        for statement in statements(settings.clickhouse_database):
+            execute(own, statement, settings=settings)
+    finally:
+        if client is None:
+            own.disconnect()

@@ -26,7 +26,7 @@ import faust
 
 from hallstats.errors import HallstatsError
 from hallstats.settings import Settings
-from streams import autofinalize, bundles
+from streams import bundles
 from streams.counting import Counting
 from streams.gaps import Fetched
 from streams.lateness import FinalizedWeeks
@@ -79,10 +79,11 @@ def _fetched(event: Any) -> Fetched:
 def build_app(
     settings: Settings,
     extra_stages: list[StageTallies] | None = None,
-    finalizer: autofinalize.FinalizeRunner | None = None,
+    on_leader: tuple[float, Callable[[], None]] | None = None,
 ) -> tuple[faust.App, Counting]:
     """The app and its counting stage; ``extra_stages`` (intake) join its /metrics;
-    ``finalizer`` runs automatic finalization when this worker leads."""
+    ``on_leader`` = (seconds, action) runs on a timer while this worker leads the group
+    (automatic finalization, given by the composition root: readers are not ours)."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -105,8 +106,13 @@ def build_app(
     metrics.install(app)
     finalized = FinalizedWeeks(settings)  # late-event records
     finalized.install(app)
-    if finalizer is not None:
-        autofinalize.install(app, settings, finalizer)
+    if on_leader is not None:
+        every, action = on_leader
+
+        @app.timer(every, on_leader=True)  # type: ignore[untyped-decorator]
+        async def leader_tick() -> None:
+            action()
+
     counting = Counting(settings, observer=metrics, tallies=count_tallies, finalized=finalized)
     by_id = app.topic(
         settings.by_id_topic,

@@ -36,17 +36,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.clickhouse import connect, ensure_schema
-from consumers.clickhouse_sink import ClickHouseSink, SinkObserver
+from hallstats.clickhouse import connect
 from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
+from schemas.ddl import ensure_schema
+from schemas.dlq import SourcePosition, dead_letter
 from schemas.events import EventRejected, RejectReason
 from streams import bundles
-from streams.dlq import SourcePosition, dead_letter
 from streams.gaps import Fetched, fetch, missing
 from streams.lateness import FinalizedWeeks
 from streams.ledger import BatchOutcome, Record, apply_batch
+from streams.sink import ClickHouseSink, SinkObserver
 from streams.stage_stats import StageTallies
 from streams.state import LocalState, Overlay
 

@@ -29,9 +29,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
+from schemas.dlq import SourcePosition, dead_letter
 from schemas.events import EventRejected, ServiceEvent, parse_event
 from streams import bundles
-from streams.dlq import SourcePosition, dead_letter
 from streams.stage_stats import StageTallies
 
 log = logging.getLogger(__name__)

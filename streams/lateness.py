@@ -16,12 +16,12 @@ from zoneinfo import ZoneInfo
 
 import faust
 
-from consumers.clickhouse import connect
-from consumers.lifecycle import finalized_weeks
+from hallstats.clickhouse import connect
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import is_counted
+from schemas.queries import finalized_weeks
 from streams.ledger import Record
 
 log = logging.getLogger(__name__)

@@ -33,11 +33,12 @@ from typing import TYPE_CHECKING, Any
 from clickhouse_driver import Client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from consumers.clickhouse import connect, ensure_schema, execute
-from consumers.lifecycle import finalized_weeks
+from hallstats.clickhouse import connect, execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES
+from schemas.ddl import ensure_schema
+from schemas.queries import finalized_weeks, latest_counts
 from streams.bundles import INDEX_BITS
 from streams.ledger import BatchOutcome
 from streams.stage_stats import BatchHistogram, StageCollector, StageTallies
@@ -65,20 +66,18 @@ def live_counts(
     """``(period, type, hall) -> count`` for today, this ISO week and this year (local)."""
     today = now.astimezone(settings.zone).date()
     kinds = {"day": "today", "week": "week", "year": "year_to_date"}
-    rows = execute(
+    rows = latest_counts(
         client,
-        f"""
-SELECT period_kind, hall_id, event_type, sum(v) FROM (
-    SELECT shard, period_kind, period, hall_id, department, event_type,
-           argMax(value, version) AS v
-    FROM {settings.clickhouse_database}.counters
-    WHERE (period_kind = 'day' AND period = %(day)s)
-       OR (period_kind = 'week' AND period = %(week)s)
-       OR (period_kind = 'year' AND period = %(year)s)
-    GROUP BY shard, period_kind, period, hall_id, department, event_type
-) GROUP BY period_kind, hall_id, event_type""",
-        {"day": today.isoformat(), "week": str(IsoWeek.of(today)), "year": f"{today.year:04d}"},
-        settings=settings,
+        settings,
+        by=("period_kind", "hall_id", "event_type"),
+        where="(period_kind = 'day' AND period = %(day)s)"
+        " OR (period_kind = 'week' AND period = %(week)s)"
+        " OR (period_kind = 'year' AND period = %(year)s)",
+        params={
+            "day": today.isoformat(),
+            "week": str(IsoWeek.of(today)),
+            "year": f"{today.year:04d}",
+        },
     )
     return {(kinds[str(k)], str(t), str(h)): int(n) for k, h, t, n in rows}
 
@@ -340,7 +339,7 @@ class WorkerMetrics:
         if outcome.duplicates:
             self.duplicates.inc(len(outcome.duplicates))
 
-    # SinkObserver (consumers/clickhouse_sink.py); called from the sink's thread.
+    # SinkObserver (streams/sink.py); called from the sink's thread.
     def inserted(self, table: str, rows: int, seconds: float) -> None:
         if self.enabled and table in self._write:
             duration, size = self._write[table]
@@ -355,7 +354,7 @@ class WorkerMetrics:
 
     def refresh(self, now: datetime | None = None) -> None:
         """Recompute the gauges from ClickHouse and Kafka; each part fails on its own."""
-        from consumers.progress import lags
+        from streams.progress import lags
 
         at = now or datetime.now(UTC)
         parts: list[tuple[str, Callable[[], None]]] = [

@@ -33,11 +33,11 @@ from typing import IO, Any, cast
 import orjson
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
-from consumers.clickhouse import execute, execute_iter
-from consumers.progress import durable_positions
+from hallstats.clickhouse import execute, execute_iter
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.catalog import EventType
+from schemas.queries import durable_positions
 from streams.ledger import PeriodCounts, PeriodKey, SeenRecord
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""``hallstats worker``: run the stages as long-lived processes.
+"""The stages as long-lived processes: topics, intake processes, process hygiene.
 
 ``--stage all`` (the default) runs counting (the Faust app) in this process
 and ``HALLSTATS_WORKER_INTAKE_PROCESSES`` intake processes beside it: two cores
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import gc
 import logging
 import multiprocessing
@@ -20,18 +19,14 @@ import signal
 import threading
 import time
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from prometheus_client import CollectorRegistry, start_http_server
 
-from hallstats.emit import ensure_topics
 from hallstats.errors import OperationalError
-from hallstats.kafka import client_config
+from hallstats.kafka import client_config, ensure_topics
 from hallstats.settings import Settings
-from streams.autofinalize import FinalizeRunner
-from streams.stage_stats import StageCollector, StageTallies
+from streams.stage_stats import StageTallies
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +107,7 @@ def run_intake(settings: Settings, tallies: StageTallies, *, child: bool) -> Non
 
     if child:
         child_process_setup("hs-intake")
-        _fewer_gc_passes()  # a spawned interpreter starts with the defaults
+        fewer_gc_passes()  # a spawned interpreter starts with the defaults
         logging.basicConfig(
             level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
         )
@@ -164,7 +159,7 @@ class IntakeProcesses:
                     proc.kill()
 
 
-def _fewer_gc_passes() -> None:
+def fewer_gc_passes() -> None:
     """Both stages allocate several objects per event, which triggers the cyclic
     garbage collector every few hundred events and sweeps the whole heap in its
     older generations: measured, that more than doubled the CPU per event. Our
@@ -173,50 +168,3 @@ def _fewer_gc_passes() -> None:
     gc.collect()
     gc.freeze()  # what exists at start (modules, Faust) is never scanned again
     gc.set_threshold(100_000, 50, 100)
-
-
-def run(settings: Settings, *, stage: str = "all", loglevel: str = "info") -> None:
-    """Block until the worker is stopped (SIGTERM/SIGINT)."""
-    logging.getLogger("clickhouse_driver").setLevel(logging.WARNING)
-    _fewer_gc_passes()
-    if stage not in STAGES:
-        raise OperationalError(f"--stage: expected one of {', '.join(STAGES)}, got {stage!r}")
-    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
-    prepare_topics(settings)
-    if stage == "intake":
-        logging.basicConfig(level=loglevel.upper(), format="[%(asctime)s] %(message)s")
-        tallies = StageTallies("intake")
-        if settings.metrics_port:
-            registry = CollectorRegistry()
-            registry.register(StageCollector([tallies]))
-            start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
-        run_intake(settings, tallies, child=False)
-        return
-    children = IntakeProcesses(settings, settings.worker_intake_processes if stage == "all" else 0)
-    children.start()
-    finalizer = FinalizeRunner(
-        settings, on_start=functools.partial(child_process_setup, "hs-finalize")
-    )
-    finalizer.start()
-    try:
-        _run_faust(settings, children, finalizer, loglevel)
-    finally:
-        children.stop()
-        finalizer.stop()
-
-
-def _run_faust(
-    settings: Settings, children: IntakeProcesses, finalizer: FinalizeRunner, loglevel: str
-) -> None:
-    from faust import Worker
-
-    from streams.app import build_app
-
-    app, _counting = build_app(settings, extra_stages=children.tallies, finalizer=finalizer)
-
-    @app.timer(1.0)  # type: ignore[untyped-decorator]
-    async def watch_intake() -> None:
-        children.watch()
-
-    worker: Any = Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()

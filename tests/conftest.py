@@ -63,7 +63,7 @@ def stack() -> Iterator[Settings]:
 @pytest.fixture
 def isolated(stack: Settings, tmp_path: Path) -> Settings:
     """Settings with this test's own topics, consumer group and database."""
-    from hallstats.emit import ensure_topics
+    from hallstats.kafka import ensure_topics
 
     settings = stack.isolated(
         "hs",
@@ -83,7 +83,7 @@ class Worker(Protocol):
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Worker]:
     """Start ``hallstats worker`` processes for a test; all are stopped afterwards."""
-    from hallstats.demo import start_worker, stop_worker
+    from hallstats.cli.demo import start_worker, stop_worker
 
     procs: list[subprocess.Popen[bytes]] = []
 

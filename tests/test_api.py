@@ -23,12 +23,13 @@ from schemathesis.config import SchemathesisConfig
 
 from consumers import finalize
 from consumers.api import create_app
-from consumers.clickhouse import connect, ensure_schema, execute
-from hallstats import seed
+from hallstats.clickhouse import connect, execute
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
+from tests.support import seed
 
 pytestmark = pytest.mark.integration
 

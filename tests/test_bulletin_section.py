@@ -23,11 +23,11 @@ from consumers.render.section import Section
 from consumers.render.text import display_width
 from consumers.render.workdays import working_days
 from consumers.series import Change, Changes, SeriesPoint, same_week_last_year
-from hallstats import seed
 from hallstats.errors import DataError
 from schemas.calendar import IsoWeek
 from schemas.catalog import EventType
 from schemas.figures import TypeCounts
+from tests.support import seed
 
 W50 = IsoWeek(2024, 50)
 PARAGRAPH = (

@@ -10,10 +10,10 @@ import pytest
 
 from consumers import bulletin
 from consumers.finalize import finalize
-from hallstats import sample
-from hallstats.emit import emit_file
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from terminals import sample
+from terminals.emit import emit_file
 from tests.conftest import ROOT, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

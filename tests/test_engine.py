@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from consumers.clickhouse import connect
-from consumers.progress import wait_until_caught_up
+from hallstats.clickhouse import connect
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
+from streams.progress import wait_until_caught_up
 from tests.conftest import Worker
 
 pytestmark = pytest.mark.integration

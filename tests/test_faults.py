@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from confluent_kafka import Producer
 
-from consumers.clickhouse import connect
 from consumers.finalize import finalize
 from deploy import stack as local_stack
+from hallstats.clickhouse import connect
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
@@ -199,7 +199,7 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 @pytest.fixture
 def isolated_private(private_stack: Settings, isolated: Settings) -> Settings:
     """``isolated``'s names on the private stack."""
-    from hallstats.emit import ensure_topics
+    from hallstats.kafka import ensure_topics
 
     settings = isolated.model_copy(
         update={

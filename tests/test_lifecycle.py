@@ -25,15 +25,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumers import bulletin, dlq, finalized
-from consumers.clickhouse import connect
 from consumers.completeness import silent_since_week_end
 from consumers.finalize import finalize
 from consumers.lifecycle import WeekState, due_weeks, stream_time, week_state
-from consumers.progress import wait_until_caught_up
+from hallstats.clickhouse import connect
 from hallstats.errors import IntegrityError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
+from streams.progress import wait_until_caught_up
 from tests.conftest import Worker, settings_env
 from tests.test_pipeline import encode, event, produce
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
+from hallstats.cli.status import rates
 from hallstats.settings import Settings
-from hallstats.status import rates
 from schemas.catalog import EventType
 from schemas.events import RejectReason, ServiceEvent
 from streams.bundles import position

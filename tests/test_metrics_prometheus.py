@@ -159,8 +159,8 @@ def send_waves(settings: Settings, waves: list[list[bytes]], pause: float) -> No
 def live(
     stack: Settings, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
-    from hallstats.demo import start_worker, stop_worker
-    from hallstats.emit import ensure_topics
+    from hallstats.cli.demo import start_worker, stop_worker
+    from hallstats.kafka import ensure_topics
 
     workdir = tmp_path_factory.mktemp("metrics-worker")
     settings = stack.isolated(

@@ -13,8 +13,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from consumers import finalized
-from consumers.clickhouse import connect
 from consumers.finalize import finalize
+from hallstats.clickhouse import connect
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from tests.conftest import Worker, settings_env

@@ -20,15 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from consumers.clickhouse import connect, ensure_schema, execute
 from consumers.render import chart, section
 from consumers.render.text import display_width
-from hallstats import seed
+from hallstats.clickhouse import connect, execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import CATALOG
+from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
 from tests.conftest import settings_env
+from tests.support import seed
 from tests.test_bulletin_section import plotted, texts
 
 pytestmark = pytest.mark.integration

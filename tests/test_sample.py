@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hallstats.errors import DataError
-from hallstats.sample import Counts, SampleSpec, expected_counts, generate, write_jsonl
+from terminals.sample import Counts, SampleSpec, expected_counts, generate, write_jsonl
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 TYPES = ("consult", "accept", "issue", "transfer")

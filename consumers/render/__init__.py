@@ -35,7 +35,7 @@ def _completeness(settings: Settings, week: IsoWeek) -> dict[str, object]:
     from datetime import UTC, datetime
 
     from consumers import completeness
-    from consumers.clickhouse import connect
+    from hallstats.clickhouse import connect
 
     client = connect(settings)
     try:
@@ -47,7 +47,8 @@ def _completeness(settings: Settings, week: IsoWeek) -> dict[str, object]:
 def _paragraph(settings: Settings, week: IsoWeek, version: int | None) -> str:
     """Only the finalized figures: the paragraph needs no breakdown or year series."""
     from consumers import bulletin, finalized
-    from consumers.clickhouse import connect, ensure_schema
+    from hallstats.clickhouse import connect
+    from schemas.ddl import ensure_schema
 
     client = connect(settings)
     try:

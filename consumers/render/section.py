@@ -11,13 +11,14 @@ from typing import Any
 
 from consumers import breakdown, bulletin, finalized, series
 from consumers.breakdown import Scope, Share
-from consumers.clickhouse import connect, ensure_schema
 from consumers.finalized import FinalizedWeek
 from consumers.render.workdays import WorkingDays, working_days
 from consumers.series import Change, Changes, SeriesPoint
+from hallstats.clickhouse import connect
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import CATALOG, Counter
+from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
 
 TITLE = "四、综窗改革攻坚行动"

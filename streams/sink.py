@@ -15,16 +15,10 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from consumers.clickhouse import (
-    HttpInserter,
-    connect,
-    ensure_schema,
-    tsv_line,
-    tsv_text,
-    tsv_utc,
-)
+from hallstats.clickhouse import HttpInserter, connect, tsv_line, tsv_text, tsv_utc
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
+from schemas.ddl import ensure_schema
 from streams.ledger import PeriodCounts, PeriodKey, Record
 
 log = logging.getLogger(__name__)

@@ -50,13 +50,13 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 def run_demo(settings: Settings, *, console: Console, keep_worker: bool = False) -> None:
     from consumers import bulletin, finalized
-    from consumers.clickhouse import connect
     from consumers.finalize import finalize
-    from consumers.progress import Lag
     from deploy import stack
-    from hallstats import sample
-    from hallstats.emit import emit_file
+    from hallstats.clickhouse import connect
     from schemas.calendar import IsoWeek
+    from streams.progress import Lag
+    from terminals import sample
+    from terminals.emit import emit_file
 
     stack.up(settings, progress=lambda m: console.print(f"[cyan]stack[/]: {m}"))
     data = settings.stack_dir.resolve() / "sample-2024.jsonl"

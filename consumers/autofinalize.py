@@ -8,7 +8,8 @@ Failures (timeout, disagreement) are logged and retried on the next tick.
 The work runs in a child process (:class:`FinalizeRunner`): reconciling a week
 holds the interpreter for a while, and in the counting process that time was
 taken from counting (a historical replay finalizes a week every few seconds).
-Only the leader asks, so one finalization runs per group at a time.
+Only the leader asks (the worker's leader hook, :func:`streams.app.build_app`), so one
+finalization runs per group at a time.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 
-import faust
-
-from consumers.clickhouse import connect, ensure_schema
 from consumers.finalize import finalize
 from consumers.lifecycle import due_weeks
+from hallstats.clickhouse import connect
 from hallstats.errors import HallstatsError
 from hallstats.settings import Settings
+from schemas.ddl import ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,3 @@ class FinalizeRunner:
         if self._proc is not None and self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(10)
-
-
-def install(app: faust.App, settings: Settings, runner: FinalizeRunner) -> None:
-    if not settings.auto_finalize:
-        return
-
-    @app.timer(settings.finalize_check_seconds, on_leader=True)  # type: ignore[untyped-decorator]
-    async def auto_finalize() -> None:
-        runner.ask()

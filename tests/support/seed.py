@@ -21,8 +21,8 @@ import chinese_calendar
 from clickhouse_driver import Client
 
 from consumers import breakdown, figures
-from consumers.clickhouse import execute
 from consumers.finalized import FinalizedWeek, content_hash, store, versions
+from hallstats.clickhouse import execute
 from hallstats.errors import DataError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek

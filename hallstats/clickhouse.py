@@ -15,7 +15,6 @@ from clickhouse_driver.errors import Error as ClickHouseDriverError
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
-from schemas.ddl import statements
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +58,6 @@ def _operational(exc: BaseException, settings: Settings) -> OperationalError:
         f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: "
         f"{type(exc).__name__}: {exc}".strip()
     )
-
-
-def ensure_schema(settings: Settings, client: Client | None = None) -> None:
-    """Create the database and tables if missing (idempotent)."""
-    own = client or connect(settings)
-    try:
-        for statement in statements(settings.clickhouse_database):
-            execute(own, statement, settings=settings)
-    finally:
-        if client is None:
-            own.disconnect()
 
 
 def tsv_text(value: str) -> str:

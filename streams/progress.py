@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clickhouse_driver import Client
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumers.clickhouse import connect, ensure_schema, execute
+from hallstats.clickhouse import connect
 from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config
 from hallstats.settings import Settings
+from schemas.ddl import ensure_schema
+from schemas.queries import durable_positions
 
 _TRANSIENT = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
@@ -50,17 +51,6 @@ class Lag:
 
 def _consumer(settings: Settings) -> Consumer:
     return Consumer(consumer_config(settings, settings.intake_group, socket_timeout_ms=5000))
-
-
-def durable_positions(client: Client, settings: Settings) -> dict[int, int]:
-    """Next offset to count per by-event-id partition, as ClickHouse has it."""
-    rows = execute(
-        client,
-        f"SELECT partition, max(next_offset) FROM {settings.clickhouse_database}.progress "
-        "GROUP BY partition",
-        settings=settings,
-    )
-    return {int(p): int(o) for p, o in rows}
 
 
 def lags(

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import KafkaError, Producer
 
 from hallstats.errors import OperationalError
+from hallstats.kafka import ensure_topics, producer_config
 from hallstats.settings import Settings
 from schemas.events import EventRejected, parse_event
 
@@ -32,55 +31,6 @@ class EmitReport:
     rejects_file: Path | None = None
 
 
-def ensure_topics(
-    settings: Settings,
-    topics: Iterable[tuple[str, int]],
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
-    """Create topics that are missing (idempotent; others' settings are left alone).
-
-    ``configs`` gives topic configs by name (e.g. compaction for changelogs).
-    """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    try:
-        existing = admin.list_topics(timeout=15).topics
-    except KafkaException as exc:
-        raise OperationalError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-            "start it with `hallstats stack up`"
-        ) from exc
-    wanted = [
-        NewTopic(
-            name, num_partitions=n, replication_factor=1, config=dict((configs or {}).get(name, {}))
-        )
-        for name, n in topics
-    ]
-    missing = [t for t in wanted if t.topic not in existing]
-    if not missing:
-        return
-    for topic, future in admin.create_topics(missing, request_timeout=15).items():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise OperationalError(f"cannot create topic {topic!r}: {exc}") from exc
-
-
-def producer(settings: Settings) -> Producer:
-    return Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "compression.type": "lz4",
-            "message.timeout.ms": 120_000,
-            "log_level": 3,  # librdkafka warnings ("coordinator load in progress") are noise
-        }
-    )
-
-
 def emit_lines(
     lines: Iterable[bytes],
     settings: Settings,
@@ -91,7 +41,7 @@ def emit_lines(
 ) -> EmitReport:
     """Send each line as one message; keyed by terminal (hall/window) when it parses."""
     ensure_topics(settings, [(settings.topic, settings.partitions)])
-    prod = producer(settings)
+    prod = Producer(producer_config(settings, batch_size=1_000_000))
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: object) -> None:

@@ -102,10 +102,11 @@ class Report:
 def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
     """One status reading; ClickHouse or Kafka being down raises OperationalError."""
     from consumers import figures
-    from consumers.clickhouse import connect, ensure_schema
-    from consumers.lifecycle import finalized_weeks
-    from consumers.progress import lags
+    from hallstats.clickhouse import connect
+    from schemas.ddl import ensure_schema
+    from schemas.queries import finalized_weeks
     from streams.metrics import live_counts, window_activity
+    from streams.progress import lags
 
     report = Report(now=datetime.now(UTC), metrics_url=url, interval=interval)
     if url is None:

@@ -58,7 +58,7 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_emit(args: argparse.Namespace, settings: Settings) -> int:
-    from hallstats.emit import emit_file
+    from terminals.emit import emit_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -97,7 +97,7 @@ class _bytes_progress:  # noqa: N801 - used like a function
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.worker import run
+    from hallstats.cli.worker import run
 
     run(settings, stage=args.stage, loglevel=args.loglevel)
     return 0
@@ -105,7 +105,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_finalize(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.finalize import finalize
-    from consumers.progress import Lag
+    from streams.progress import Lag
 
     def show(lags: list[Lag]) -> None:
         behind = sum(lag.behind for lag in lags)
@@ -147,7 +147,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_revisions(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import finalized
-    from consumers.clickhouse import connect, ensure_schema
+    from hallstats.clickhouse import connect
+    from schemas.ddl import ensure_schema
 
     client = connect(settings)
     try:
@@ -170,8 +171,9 @@ def cmd_revisions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.clickhouse import connect, ensure_schema
     from consumers.reconcile import reconcile
+    from hallstats.clickhouse import connect
+    from schemas.ddl import ensure_schema
 
     client = connect(settings)
     try:
@@ -231,7 +233,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
-    from hallstats import sample
+    from terminals import sample
 
     spec = (
         sample.SampleSpec()
@@ -244,14 +246,14 @@ def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from hallstats.demo import run_demo
+    from hallstats.cli.demo import run_demo
 
     run_demo(settings, console=err, keep_worker=args.keep_worker)
     return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from hallstats.status import run
+    from hallstats.cli.status import run
 
     return run(settings, console=out, once=args.once, interval=args.interval, url=args.url)
 

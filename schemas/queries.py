@@ -1,0 +1,63 @@
+"""Reads of the ClickHouse tables that the worker and the readers both rely on.
+
+The tables are part of the contract (:mod:`schemas.ddl`); so are the rules for
+reading them. Each rule lives here once, and every caller (counting, metrics,
+figures, breakdowns, status, finalize) goes through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from clickhouse_driver import Client
+
+from hallstats.clickhouse import execute
+from hallstats.settings import Settings
+from schemas.calendar import IsoWeek
+
+_COUNTER_KEY = "shard, period_kind, period, hall_id, department, event_type"
+
+
+def latest_counts(
+    client: Client,
+    settings: Settings,
+    *,
+    by: Sequence[str],
+    where: str,
+    params: dict[str, Any] | None = None,
+) -> list[tuple[Any, ...]]:
+    """The counter read rule: rows are absolute values with versions, so per counter
+    key the highest version wins (argMax), then shards are summed, grouped ``by``
+    the given columns. Rows: the ``by`` columns, then the sum."""
+    group = ", ".join(by)
+    query = (
+        f"SELECT {group}, sum(v) FROM ("
+        f" SELECT {_COUNTER_KEY}, argMax(value, version) AS v"
+        f" FROM {settings.clickhouse_database}.counters WHERE {where}"
+        f" GROUP BY {_COUNTER_KEY}"
+        f") GROUP BY {group}"
+    )
+    return [tuple(row) for row in execute(client, query, params or {}, settings=settings)]
+
+
+def finalized_weeks(client: Client, settings: Settings) -> dict[IsoWeek, int]:
+    """Every finalized week and its latest version."""
+    rows = execute(
+        client,
+        f"SELECT week, max(version) FROM {settings.clickhouse_database}.finalized_weeks "
+        "GROUP BY week",
+        settings=settings,
+    )
+    return {IsoWeek.parse(str(w)): int(v) for w, v in rows}
+
+
+def durable_positions(client: Client, settings: Settings) -> dict[int, int]:
+    """Next offset to count per by-event-id partition, as ClickHouse has it."""
+    rows = execute(
+        client,
+        f"SELECT partition, max(next_offset) FROM {settings.clickhouse_database}.progress "
+        "GROUP BY partition",
+        settings=settings,
+    )
+    return {int(p): int(o) for p, o in rows}

@@ -1,0 +1,1 @@
+"""Helpers the tests (and benchmarks) share: fixtures data that is not part of the service."""
