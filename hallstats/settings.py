@@ -21,60 +21,110 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HALLSTATS_", frozen=True, extra="ignore")
 
     # Kafka
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    topic: str = "service-events"
-    dlq_topic: str = "service-events-dlq"
-    app_id: str = Field(default="hallstats", description="Faust app id and consumer group")
-    partitions: int = Field(default=4, ge=1, description="partitions of topics hallstats creates")
-    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    kafka_bootstrap: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma-separated)"
+    )
+    topic: str = Field(default="service-events", description="input topic the terminals write to")
+    dlq_topic: str = Field(
+        default="service-events-dlq", description="dead-letter topic: rejected messages, kept"
+    )
+    app_id: str = Field(
+        default="hallstats",
+        description="Faust app id = the counting stage's group; `<app_id>-intake` is the intake "
+        "group; prefixes internal topics",
+    )
+    partitions: int = Field(
+        default=4, ge=1, description="partitions of the topics hallstats creates"
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=256, description="larger messages are rejected (`oversize_message`)"
+    )
 
-    # ClickHouse (native protocol)
-    clickhouse_host: str = "127.0.0.1"
-    clickhouse_port: int = 9000
-    clickhouse_user: str = "default"
-    clickhouse_password: SecretStr = SecretStr("")
-    clickhouse_database: str = "hallstats"
+    # ClickHouse: native protocol for queries, HTTP for the worker's bulk inserts
+    clickhouse_host: str = Field(default="127.0.0.1", description="ClickHouse server host")
+    clickhouse_port: int = Field(default=9000, description="ClickHouse native-protocol port")
+    clickhouse_http_port: int = Field(
+        default=8123, description="ClickHouse HTTP port (the worker's bulk inserts)"
+    )
+    clickhouse_user: str = Field(default="default", description="ClickHouse user")
+    clickhouse_password: SecretStr = Field(
+        default=SecretStr(""), description="ClickHouse password (never logged)"
+    )
+    clickhouse_database: str = Field(
+        default="hallstats", description="database hallstats creates and uses"
+    )
 
     # Calendar
-    timezone: str = "Asia/Shanghai"
+    timezone: str = Field(
+        default="Asia/Shanghai", description="local time zone of days, weeks and years"
+    )
 
     # Worker
-    worker_batch_size: int = Field(default=10_000, ge=1)
-    worker_batch_seconds: float = Field(default=0.5, gt=0)
-    worker_web_port: int = 6066
-    worker_data_dir: Path = Path(".stack/worker")
+    worker_batch_size: int = Field(
+        default=10_000, ge=1, description="intake batch: at most this many raw messages"
+    )
+    worker_batch_seconds: float = Field(
+        default=0.5, gt=0, description="intake batch: waiting at most this long (seconds)"
+    )
+    worker_web_port: int = Field(default=6066, description="Faust's web port (127.0.0.1)")
+    worker_data_dir: Path = Field(
+        default=Path(".stack/worker"),
+        description="counting state (RocksDB, a `count-state/slot-N` folder per process)",
+    )
     worker_ack_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="how long a stage waits for Kafka to acknowledge"
+        default=120.0,
+        gt=0,
+        description="how long a stage waits for Kafka to acknowledge its outputs before the "
+        "batch fails (it is then replayed)",
     )
     worker_intake_processes: int = Field(
-        default=1, ge=0, description="intake processes `hallstats worker` starts beside counting"
+        default=1,
+        ge=0,
+        description="intake processes `hallstats worker` starts beside counting (`0`: none)",
     )
 
-    # Metrics (Prometheus; streams/metrics.py). metrics_port 0 disables them.
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
-    metrics_refresh_seconds: float = Field(default=10.0, gt=0)
-    terminal_silence_seconds: float = Field(default=3600.0, gt=0)
-    metrics_faust_sensors: bool = Field(default=True, description="Faust's own faust_* sensors")
+    # Metrics (Prometheus). metrics_port 0 disables them.
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="worker `/metrics` on 127.0.0.1 (`0`: off)"
+    )
+    metrics_refresh_seconds: float = Field(
+        default=10.0, gt=0, description="how often ClickHouse/Kafka-derived gauges are recomputed"
+    )
+    terminal_silence_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="a window seen in the last 4 weeks but silent longer than this is silent",
+    )
+    metrics_faust_sensors: bool = Field(
+        default=True, description="also export Faust's own `faust_*` sensors (they cost the most)"
+    )
 
     # Finalization
-    finalize_timeout_seconds: float = Field(default=600.0, gt=0)
-    finalize_grace_seconds: float = Field(
-        default=2 * 86400.0, ge=0, description="after Sunday 24:00 local, on clock and stream"
+    finalize_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="how long finalize waits for the worker to catch up"
     )
-    finalize_check_seconds: float = Field(default=60.0, gt=0, description="0 < auto check period")
-    auto_finalize: bool = True
+    finalize_grace_seconds: float = Field(
+        default=2 * 86400.0,
+        ge=0,
+        description="automatic finalization: grace after Sunday 24:00 local, on clock and stream",
+    )
+    finalize_check_seconds: float = Field(
+        default=60.0, gt=0, description="how often the leader checks for weeks due"
+    )
+    auto_finalize: bool = Field(default=True, description="finalize due weeks automatically")
 
-    # Read API (hallstats api; consumers/api.py), bound to 127.0.0.1 only.
-    api_port: int = Field(default=8080, ge=1, le=65535)
+    # Read API (hallstats api), bound to 127.0.0.1 only.
+    api_port: int = Field(default=8080, ge=1, le=65535, description="read API port")
     api_token: SecretStr | None = Field(
-        default=None, description="bearer token the API requires when set"
+        default=None, description="bearer token the API requires when set (never logged)"
     )
 
     # Local stack (hallstats stack up|down|status)
-    stack_dir: Path = Path(".stack")
-    cache_dir: Path = Path.home() / ".cache" / "hallstats"
-    kafka_version: str = "4.1.1"
-    clickhouse_http_port: int = 8123
+    stack_dir: Path = Field(default=Path(".stack"), description="local stack data folder")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "hallstats", description="where Kafka's jars are kept"
+    )
+    kafka_version: str = Field(default="4.1.1", description="the pinned Kafka version")
 
     @field_validator("timezone")
     @classmethod
@@ -126,3 +176,24 @@ class Settings(BaseSettings):
             if plain is not None:
                 env[f"HALLSTATS_{name.upper()}"] = str(plain)
         return env
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the model so the two cannot disagree."""
+    home = str(Path.home())
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            shown = default.get_secret_value() or "empty"
+        elif default is None:
+            shown = "none"
+        else:
+            shown = str(default).replace(home, "~")
+            shown = shown.lower() if isinstance(default, bool) else shown
+        rows.append(f"| `HALLSTATS_{name.upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # `python -m hallstats.settings` prints the README's table
+    print(settings_table(), end="")
