@@ -1,9 +1,7 @@
 """The bulletin's header range: first to last official working day of a week.
 
-China moves working days around public holidays (a Sunday can be a make-up
-working day, a Monday a holiday), so Monday..Friday is wrong for some weeks.
-The official calendar comes from the maintained ``chinesecalendar`` package,
-which is updated once the State Council publishes each year's arrangement.
+Which days are working days is :mod:`schemas.workdays` (the official calendar,
+shared with the sample year); this module only shapes the week's header.
 """
 
 from __future__ import annotations
@@ -12,9 +10,8 @@ import logging
 from dataclasses import dataclass
 from datetime import date
 
-import chinese_calendar
-
 from schemas.calendar import IsoWeek
+from schemas.workdays import CALENDAR_VERSION, official_workday, workday
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +37,13 @@ def _md(day: date) -> str:
     return f"{day.month}月{day.day}日"
 
 
-def _is_workday(day: date) -> bool | None:
-    """Official answer, or None for a year the package has no data for (yet)."""
-    try:
-        return bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        return None
-
-
 def working_days(week: IsoWeek) -> WorkingDays:
     """Official working days of ``week`` (make-up weekend days included, holidays not).
 
     Days of a year the package does not cover count Monday..Friday, and the result
     says so (``official=False``) instead of failing: a bulletin must still go out.
     """
-    answers = {day: _is_workday(day) for day in week.days()}
+    answers = {day: official_workday(day) for day in week.days()}
     unknown = [d for d, a in answers.items() if a is None]
     if unknown:
         log.warning(
@@ -62,7 +51,7 @@ def working_days(week: IsoWeek) -> WorkingDays:
             "assuming Monday-Friday",
             week,
             ", ".join(sorted({str(d.year) for d in unknown})),
-            getattr(chinese_calendar, "__version__", "?"),
+            CALENDAR_VERSION,
         )
-    days = tuple(d for d, a in answers.items() if a or (a is None and d.weekday() < 5))
+    days = tuple(d for d in answers if workday(d))
     return WorkingDays(week, days, official=not unknown)
