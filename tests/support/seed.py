@@ -12,12 +12,10 @@ from __future__ import annotations
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import chinese_calendar
 from clickhouse_driver import Client
 
 from consumers import breakdown, figures
@@ -28,6 +26,8 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES, EventType
 from schemas.figures import TypeCounts
+from schemas.workdays import workday
+from terminals.apportion import apportion
 
 #: Section 四(一) of the 2024-W50 bulletin (reference/weekly-bulletin-2024-w50.txt).
 BULLETIN_WEEK = IsoWeek(2024, 50)
@@ -62,25 +62,8 @@ class SeedSpec:
         return [(hall, dept) for hall, depts in self.halls for dept in depts]
 
 
-def _apportion(total: int, weights: Sequence[float]) -> list[int]:
-    """Split ``total`` into integers proportional to ``weights`` (largest remainder)."""
-    if total < 0:
-        raise DataError(f"seed: expected a non-negative total, got {total}")
-    scale = sum(weights)
-    raw = [total * w / scale for w in weights]
-    parts = [int(r) for r in raw]
-    by_remainder = sorted(range(len(raw)), key=lambda i: raw[i] - parts[i], reverse=True)
-    for i in by_remainder[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
-
-
 def _day_weight(day: date, rnd: random.Random) -> float:
-    try:
-        working = bool(chinese_calendar.is_workday(day))
-    except NotImplementedError:
-        working = day.weekday() < 5
-    return (1.0 if working else 0.06) * rnd.uniform(0.75, 1.25)
+    return (1.0 if workday(day) else 0.06) * rnd.uniform(0.75, 1.25)
 
 
 def daily_counts(spec: SeedSpec) -> dict[date, dict[tuple[str, str], TypeCounts]]:
@@ -109,14 +92,14 @@ def daily_counts(spec: SeedSpec) -> dict[date, dict[tuple[str, str], TypeCounts]
         ):
             if group:
                 totals.update(
-                    zip(group, _apportion(total, [weights[d] for d in group]), strict=True)
+                    zip(group, apportion(total, [weights[d] for d in group]), strict=True)
                 )
         per_type[event_type] = totals
     cells = spec.cells()
     cell_weights = [rnd.uniform(0.3, 1.7) for _ in cells]
     result: dict[date, dict[tuple[str, str], TypeCounts]] = {}
     for day in days:
-        split = {t: _apportion(per_type[t][day], cell_weights) for t in COUNTED_TYPES}
+        split = {t: apportion(per_type[t][day], cell_weights) for t in COUNTED_TYPES}
         result[day] = {
             cell: TypeCounts.from_mapping({t.value: split[t][i] for t in COUNTED_TYPES})
             for i, cell in enumerate(cells)
@@ -144,7 +127,7 @@ def counter_rows(spec: SeedSpec) -> list[tuple[object, ...]]:
                 totals[("year", f"{day.year:04d}", date(day.year, 1, 1), hall, dept, t)] += n
     rows: list[tuple[object, ...]] = []
     for (kind, period, start, hall, dept, t), value in totals.items():
-        for shard, part in enumerate(_apportion(value, [1.0 + s for s in range(spec.shards)])):
+        for shard, part in enumerate(apportion(value, [1.0 + s for s in range(spec.shards)])):
             version = 1000 + part
             rows.append((shard, kind, period, start, hall, dept, t.value, part, version, now))
             # What the worker wrote earlier for the same counter: must lose to argMax.
