@@ -7,32 +7,41 @@ year to date (local Jan 1 .. that week's Sunday) hold exactly the target counts 
 distinct valid events per type; everything else (the rest of the year, re-sends,
 invalid lines) is noise a correct pipeline must place or drop without changing them.
 
-Calibration: each working day gets a weight (weekday pattern x month season x slow
-random drift x post-holiday surge x per-type jitter). A handful of fixed boundary
-events is placed first; the remaining target of each type in each calibrated period
-(before the week, the week itself) is then split over that period's working days by
-largest-remainder apportionment, which is exact by construction. Days after the week
-get the same volume law without a target. Three independent seeded ``random.Random``
-streams (plan, events, noise) keep the valid events identical whatever the re-send
-and invalid-line knobs are set to.
+This module turns the plan into lines and is the one callers import; the parts live by
+job: the spec, the bulletin targets and the boundary events in
+:mod:`terminals.sample_spec`, the calibration (how many events each day gets, and the
+true figures) in :mod:`terminals.sample_plan`. Three independent seeded
+``random.Random`` streams (plan, events, noise) keep the valid events identical
+whatever the re-send and invalid-line knobs are set to.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import accumulate
 from pathlib import Path
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from hallstats.errors import DataError
+from schemas.catalog import EventType
+from terminals.sample_plan import expected_counts, plan
+from terminals.sample_spec import (
+    BULLETIN_WEEK,
+    BULLETIN_YTD,
+    DEFAULT_SPEC,
+    EVENT_TYPES,
+    TYPE_INDEX,
+    Counts,
+    Fixed,
+    SampleSpec,
+    boundary_events,
+)
 
 __all__ = [
     "BULLETIN_WEEK",
@@ -46,47 +55,8 @@ __all__ = [
     "write_jsonl",
 ]
 
-EVENT_TYPES: Final = ("consult", "accept", "issue", "transfer")
-_TYPE_INDEX: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
-
-
-@dataclass(frozen=True)
-class Counts:
-    """One figure per event type; frozen so a spec stays hashable and shareable."""
-
-    consult: int = 0
-    accept: int = 0
-    issue: int = 0
-    transfer: int = 0
-
-    def values(self) -> tuple[int, int, int, int]:
-        """The figures in ``EVENT_TYPES`` order."""
-        return (self.consult, self.accept, self.issue, self.transfer)
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(zip(EVENT_TYPES, self.values(), strict=True))
-
-
-# Section 四(一) of the 2024-W50 bulletin (published 2024-12-25).
-BULLETIN_WEEK: Final = Counts(consult=1627, accept=578, issue=3897, transfer=5464)
-BULLETIN_YTD: Final = Counts(consult=78946, accept=32381, issue=156964, transfer=346703)
-
-# Weekday public holidays (State Council notice for 2024): halls are closed, no events.
-# Make-up working weekends are left out on purpose: the sample keeps to Mon-Fri.
-_HOLIDAYS: Final[dict[int, frozenset[date]]] = {
-    2024: frozenset(
-        [date(2024, 1, 1)]
-        + [date(2024, 2, d) for d in range(12, 17)]
-        + [date(2024, 4, 4), date(2024, 4, 5)]
-        + [date(2024, 5, d) for d in (1, 2, 3)]
-        + [date(2024, 6, 10)]
-        + [date(2024, 9, 16), date(2024, 9, 17)]
-        + [date(2024, 10, d) for d in (1, 2, 3, 4, 7)]
-    ),
-}
-
-_WEEKDAY_FACTOR: Final = (1.14, 1.05, 1.0, 0.97, 0.86)
-_MONTH_FACTOR: Final = (1.02, 0.86, 1.10, 1.03, 0.98, 1.05, 0.95, 0.93, 1.00, 0.94, 1.04, 1.12)
+_CONSULT: Final = TYPE_INDEX[EventType.CONSULT]
+_ACCEPT: Final = TYPE_INDEX[EventType.ACCEPT]
 
 # Office hours in local time, as [start, end) milliseconds of the day.
 _MORNING: Final = (9 * 3_600_000, 12 * 3_600_000)
@@ -190,224 +160,6 @@ def _desks() -> tuple[list[_Desk], list[float]]:
     return desks, list(accumulate(weights))
 
 
-@dataclass(frozen=True)
-class SampleSpec:
-    """What to generate. Defaults reproduce the 2024-W50 bulletin figures.
-
-    Immutable so one spec can name one sample: same spec, same lines, byte for byte.
-    """
-
-    year: int = 2024
-    seed: int = 20241225
-    resend_rate: float = 0.002  # share of valid events emitted a second time, later
-    invalid_count: int = 20  # lines a validator must reject
-    week: int = 50  # ISO week of `year` whose weekly figures are calibrated
-    week_targets: Counts = BULLETIN_WEEK
-    ytd_targets: Counts = BULLETIN_YTD  # local Jan 1 .. the week's Sunday, inclusive
-    timezone: str = "Asia/Shanghai"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.resend_rate < 1.0:
-            raise DataError(f"resend_rate: expected 0 <= rate < 1, got {self.resend_rate!r}")
-        if self.invalid_count < 0:
-            raise DataError(f"invalid_count: expected >= 0, got {self.invalid_count!r}")
-        try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise DataError(f"timezone: expected an IANA zone, got {self.timezone!r}") from exc
-        try:
-            start = date.fromisocalendar(self.year, self.week, 1)
-        except ValueError as exc:
-            raise DataError(f"week: no ISO week {self.week} in {self.year}") from exc
-        if start.year != self.year or (start + timedelta(days=6)).year != self.year:
-            raise DataError(
-                f"week: expected an ISO week lying inside {self.year}, "
-                f"got {self.year}-W{self.week:02d} ({start} .. {start + timedelta(days=6)})"
-            )
-        minimum = _fixed_counts(self)
-        for i, name in enumerate(EVENT_TYPES):
-            week, ytd = self.week_targets.values()[i], self.ytd_targets.values()[i]
-            if week < minimum[_WEEK][i] or ytd - week < minimum[_PRE][i]:
-                raise DataError(
-                    f"targets[{name}]: expected week >= {minimum[_WEEK][i]} and "
-                    f"ytd - week >= {minimum[_PRE][i]} (boundary events are fixed), "
-                    f"got week={week}, ytd={ytd}"
-                )
-            if ytd > week and start == date(self.year, 1, 1):
-                raise DataError(
-                    f"targets[{name}]: week {self.week} starts on Jan 1, so ytd must equal "
-                    f"week, got week={week}, ytd={ytd}"
-                )
-
-    @property
-    def week_start(self) -> date:
-        """Monday of the calibrated week (local date)."""
-        return date.fromisocalendar(self.year, self.week, 1)
-
-    @property
-    def week_end(self) -> date:
-        """Sunday of the calibrated week, also the last day of the year to date."""
-        return self.week_start + timedelta(days=6)
-
-
-_PRE, _WEEK, _POST = 0, 1, 2
-
-
-def _period(spec: SampleSpec, day: date) -> int:
-    if day < spec.week_start:
-        return _PRE
-    return _WEEK if day <= spec.week_end else _POST
-
-
-@dataclass(frozen=True)
-class _Fixed:
-    """A deliberate boundary event: only its LOCAL date says where it counts."""
-
-    local: datetime
-    event_type: str
-    utc_form: bool
-
-
-def _boundary_events(spec: SampleSpec) -> list[_Fixed]:
-    zone = ZoneInfo(spec.timezone)
-    mon, sun = spec.week_start, spec.week_end
-    last = date(spec.year, 12, 31)
-    last_monday = last - timedelta(days=last.weekday())
-
-    def at(day: date, h: int, m: int, s: int = 0) -> datetime:
-        return datetime(day.year, day.month, day.day, h, m, s, tzinfo=zone)
-
-    events = [
-        # UTC date is the previous day, local date is the week's Monday: in the week.
-        _Fixed(at(mon, 0, 0), "accept", utc_form=True),
-        _Fixed(at(mon, 0, 30), "consult", utc_form=True),
-        _Fixed(at(mon, 7, 30), "issue", utc_form=False),
-        # Last second before the week: before it, but in the year to date.
-        _Fixed(at(mon - timedelta(days=1), 23, 59, 59), "issue", utc_form=True),
-        # Overtime on Friday and the week's very last second: still in the week.
-        _Fixed(at(mon + timedelta(days=4), 18, 45), "transfer", utc_form=True),
-        _Fixed(at(sun, 23, 59, 59), "transfer", utc_form=False),
-        # UTC date is the week's Sunday, local date the next Monday: outside both.
-        _Fixed(at(sun + timedelta(days=1), 0, 0), "accept", utc_form=True),
-        _Fixed(at(sun + timedelta(days=1), 7, 30), "consult", utc_form=True),
-        # UTC year is the previous year, local date is Jan 1: in the year to date.
-        _Fixed(at(date(spec.year, 1, 1), 0, 30), "consult", utc_form=True),
-        # Last ISO week of the calendar year, seen from UTC and local side.
-        _Fixed(at(last_monday, 0, 30), "transfer", utc_form=True),
-        _Fixed(at(last, 23, 59, 59), "issue", utc_form=False),
-    ]
-    return [e for e in events if e.local.year == spec.year]
-
-
-def _fixed_counts(spec: SampleSpec) -> list[list[int]]:
-    counts = [[0] * len(EVENT_TYPES) for _ in (_PRE, _WEEK, _POST)]
-    for e in _boundary_events(spec):
-        counts[_period(spec, e.local.date())][_TYPE_INDEX[e.event_type]] += 1
-    return counts
-
-
-def _apportion(total: int, weights: Sequence[float]) -> list[int]:
-    """Split ``total`` in proportion to ``weights``, exactly (largest remainder)."""
-    s = sum(weights)
-    quotas = [total * w / s for w in weights] if s > 0 else [total / len(weights)] * len(weights)
-    counts = [int(q) for q in quotas]
-    short = total - sum(counts)
-    by_remainder = sorted(range(len(weights)), key=lambda i: (counts[i] - quotas[i], i))
-    for i in by_remainder[:short]:
-        counts[i] += 1
-    return counts
-
-
-def _day_weights(spec: SampleSpec, rng: random.Random) -> dict[date, tuple[float, ...]]:
-    """Relative volume per working day and type: seasonal, weekly, drifting, jittered."""
-    holidays = _HOLIDAYS.get(spec.year, frozenset())
-    weights: dict[date, tuple[float, ...]] = {}
-    drift = 0.0
-    last_open: date | None = None
-    day = date(spec.year, 1, 1)
-    while day.year == spec.year:
-        drift = 0.7 * drift + rng.gauss(0.0, 0.05)  # drawn every day: stable stream
-        if day.weekday() < 5 and day not in holidays:
-            base = _WEEKDAY_FACTOR[day.weekday()] * _MONTH_FACTOR[day.month - 1]
-            base *= math.exp(drift)
-            if last_open is not None and (day - last_open).days > 3:
-                base *= 1.3  # the backlog after a holiday
-            weights[day] = tuple(base * math.exp(rng.gauss(0.0, 0.08)) for _ in EVENT_TYPES)
-            last_open = day
-        day += timedelta(days=1)
-    return weights
-
-
-def _plan(spec: SampleSpec) -> dict[date, list[int]]:
-    """Regular (non-boundary) events per local date and type; exact where calibrated."""
-    rng = random.Random(f"{spec.seed}:plan")
-    weights = _day_weights(spec, rng)
-    fixed = _fixed_counts(spec)
-    days = [spec.week_start - timedelta(days=n) for n in range(1, 367)]
-    pre_days = sorted(d for d in days if d.year == spec.year)
-    week_days = [spec.week_start + timedelta(days=n) for n in range(7)]
-    targets = {
-        _PRE: [
-            y - w
-            for y, w in zip(spec.ytd_targets.values(), spec.week_targets.values(), strict=True)
-        ],
-        _WEEK: list(spec.week_targets.values()),
-    }
-    plan: dict[date, list[int]] = {}
-    for period, period_days in ((_PRE, pre_days), (_WEEK, week_days)):
-        # A week without working days (Spring Festival) is served by duty desks on weekdays.
-        open_days = (
-            [d for d in period_days if d in weights]
-            or [d for d in period_days if d.weekday() < 5]
-            or period_days
-        )
-        for ti in range(len(EVENT_TYPES)):
-            remaining = targets[period][ti] - fixed[period][ti]
-            if not open_days:
-                continue  # validated: nothing left to place
-            ws = [weights[d][ti] if d in weights else 1.0 for d in open_days]
-            for d, n in zip(open_days, _apportion(remaining, ws), strict=True):
-                plan.setdefault(d, [0] * len(EVENT_TYPES))[ti] += n
-    # After the week: same daily law, scaled to the calibrated week's volume, no target.
-    mean = [sum(w[ti] for w in weights.values()) / len(weights) for ti in range(len(EVENT_TYPES))]
-    for d, w in weights.items():
-        if d > spec.week_end:
-            plan[d] = [
-                round(spec.week_targets.values()[ti] / 5 / mean[ti] * w[ti])
-                for ti in range(len(EVENT_TYPES))
-            ]
-    return plan
-
-
-DEFAULT_SPEC: Final = SampleSpec()
-
-
-def expected_counts(spec: SampleSpec = DEFAULT_SPEC) -> dict[str, dict[str, int]]:
-    """True figures of the calibrated week and year to date: distinct valid events by type.
-
-    ``{"week": {type: n}, "ytd": {type: n}}`` for ``spec.week_start .. spec.week_end``
-    and ``Jan 1 .. spec.week_end`` (local dates). Recomputed from the plan rather than
-    echoed from the spec, so a broken calibration fails here, not in a pipeline test.
-    """
-    plan = _plan(spec)
-    fixed = _fixed_counts(spec)
-    week, pre = list(fixed[_WEEK]), list(fixed[_PRE])
-    for d, counts in plan.items():
-        p = _period(spec, d)
-        for ti, n in enumerate(counts):
-            if p == _WEEK:
-                week[ti] += n
-            elif p == _PRE:
-                pre[ti] += n
-    ytd = [w + p for w, p in zip(week, pre, strict=True)]
-    if tuple(week) != spec.week_targets.values() or tuple(ytd) != spec.ytd_targets.values():
-        raise AssertionError(f"calibration drifted: week={week}, ytd={ytd}, spec={spec}")
-    return {
-        "week": dict(zip(EVENT_TYPES, week, strict=True)),
-        "ytd": dict(zip(EVENT_TYPES, ytd, strict=True)),
-    }
-
-
 def _office_ms(rnd: Callable[[], float]) -> int:
     start, end = _MORNING if rnd() < _MORNING_SHARE else _AFTERNOON
     return start + int(rnd() * (end - start))
@@ -489,15 +241,15 @@ def _invalid_line(kind: str, rng: random.Random, day: date, offset: str) -> str:
 
 def _invalid_positions(
     spec: SampleSpec,
-    plan: dict[date, list[int]],
-    fixed_by_day: dict[date, list[_Fixed]],
+    regular: dict[date, list[int]],
+    fixed_by_day: dict[date, list[Fixed]],
     rng: random.Random,
 ) -> list[int]:
     """Valid-event indexes before which an invalid line goes; a quarter inside the week.
 
     The calibrated week is where a pipeline that counts invalid lines would be caught.
     """
-    per_day = {d: sum(c) for d, c in plan.items()}
+    per_day = {d: sum(c) for d, c in regular.items()}
     for d, fixed in fixed_by_day.items():
         per_day[d] = per_day.get(d, 0) + len(fixed)
     total = sum(per_day.values())
@@ -517,9 +269,9 @@ def generate(spec: SampleSpec = DEFAULT_SPEC) -> Iterator[str]:
     their original 1..5000 lines later; invalid lines sit among the day they claim.
     """
     zone = ZoneInfo(spec.timezone)
-    plan = _plan(spec)
-    fixed_by_day: dict[date, list[_Fixed]] = {}
-    for f in _boundary_events(spec):
+    regular_by_day = plan(spec)
+    fixed_by_day: dict[date, list[Fixed]] = {}
+    for f in boundary_events(spec):
         fixed_by_day.setdefault(f.local.date(), []).append(f)
     desks, cum = _desks()
     total_weight = cum[-1]
@@ -528,7 +280,7 @@ def generate(spec: SampleSpec = DEFAULT_SPEC) -> Iterator[str]:
     ev = random.Random(f"{spec.seed}:events")  # everything about valid events
     rnd = ev.random
     noise = random.Random(f"{spec.seed}:noise")  # re-sends and invalid lines only
-    invalid_at = _invalid_positions(spec, plan, fixed_by_day, noise)
+    invalid_at = _invalid_positions(spec, regular_by_day, fixed_by_day, noise)
     invalid_at.append(-1)  # sentinel
     next_invalid = 0
     resends: list[tuple[int, int, str]] = []  # (emit when `emitted` reaches, seq, line)
@@ -544,7 +296,7 @@ def generate(spec: SampleSpec = DEFAULT_SPEC) -> Iterator[str]:
     valid_index = 0
     day = date(spec.year, 1, 1)
     while day.year == spec.year:
-        regular = plan.get(day, ())
+        regular = regular_by_day.get(day, ())
         fixed = fixed_by_day.get(day, [])
         current = day
         day += timedelta(days=1)
@@ -561,7 +313,7 @@ def generate(spec: SampleSpec = DEFAULT_SPEC) -> Iterator[str]:
         for k, f in enumerate(fixed):
             ms = ((f.local.hour * 60 + f.local.minute) * 60 + f.local.second) * 1000
             di = bisect_right(cum, rnd() * total_weight)
-            items.append((ms, _TYPE_INDEX[f.event_type], k, di))
+            items.append((ms, TYPE_INDEX[f.event_type], k, di))
         items.sort()
         midnight = datetime(current.year, current.month, current.day, tzinfo=zone)
 
@@ -585,17 +337,17 @@ def generate(spec: SampleSpec = DEFAULT_SPEC) -> Iterator[str]:
                 stamp = _rfc3339(local, rnd() < hall.utc_share, hall.millis)
 
             case = ""  # consultations have no case
-            if ti == 1:  # accept opens a case
+            if ti == _ACCEPT:  # accept opens a case
                 case_seq += 1
                 case = f"ZW{spec.year}{case_seq:08d}"
                 if len(cases) < case_cap:
                     cases.append(case)
                 else:
                     cases[case_seq % case_cap] = case
-            elif ti > 1:  # issue and transfer act on a recent case
+            elif ti != _CONSULT:  # issue and transfer act on a recent case
                 case = cases[int(rnd() * len(cases))]
             item_part = ""
-            if rnd() < (0.5 if ti == 0 else 0.92):
+            if rnd() < (0.5 if ti == _CONSULT else 0.92):
                 item_part = f',"item_code":"{_DEPT_CODE[department]}-{1 + int(rnd() * 48):04d}"'
             case_part = f',"case_id":"{case}"' if case else ""
             line = (
