@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -87,11 +88,24 @@ def versions(client: Client, settings: Settings, week: IsoWeek) -> list[Finalize
     return [_from_row(tuple(r)) for r in rows]
 
 
-def read(
-    client: Client, settings: Settings, week: IsoWeek, version: int | None = None
+class UnknownVersionError(NotFinalizedError):
+    """The week has finalized versions, but not the one asked for."""
+
+    def __init__(self, week: IsoWeek, version: int, available: Sequence[int]) -> None:
+        super().__init__(f"week {week}: expected version among {list(available)}, got {version}")
+        self.week = week
+        self.version = version
+        self.available = tuple(available)
+
+
+def pick(
+    week: IsoWeek, found: Sequence[FinalizedWeek], version: int | None = None
 ) -> FinalizedWeek:
-    """The latest (or a given) finalized version; NotFinalizedError if there is none."""
-    found = versions(client, settings, week)
+    """The latest (or a given) version among ``found``, a week's versions oldest first.
+
+    NotFinalizedError if there is none; UnknownVersionError (a NotFinalizedError)
+    if ``version`` is not among them.
+    """
     if not found:
         raise NotFinalizedError(
             f"week {week}: expected a finalized version, found none; run "
@@ -102,9 +116,14 @@ def read(
     for item in found:
         if item.version == version:
             return item
-    raise NotFinalizedError(
-        f"week {week}: expected version among {[f.version for f in found]}, got {version}"
-    )
+    raise UnknownVersionError(week, version, [f.version for f in found])
+
+
+def read(
+    client: Client, settings: Settings, week: IsoWeek, version: int | None = None
+) -> FinalizedWeek:
+    """The latest (or a given) finalized version; NotFinalizedError if there is none."""
+    return pick(week, versions(client, settings, week), version)
 
 
 def store(client: Client, settings: Settings, snapshot: FinalizedWeek) -> None:

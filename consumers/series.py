@@ -16,7 +16,7 @@ from consumers.finalized import _COLUMNS, FinalizedWeek, _from_row
 from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek, weeks_in_year
-from schemas.catalog import EventType
+from schemas.catalog import COUNTED_TYPES, EventType
 from schemas.figures import TypeCounts
 
 
@@ -39,25 +39,27 @@ class Changes:
     """Per-type changes of a week's weekly figures against ``compared_with``."""
 
     compared_with: IsoWeek
-    consult: Change
-    accept: Change
-    issue: Change
-    transfer: Change
+    per_type: tuple[Change, ...]  # one per counted type, in catalog order
+
+    def __post_init__(self) -> None:
+        if len(self.per_type) != len(COUNTED_TYPES):
+            raise ValueError(
+                f"changes: expected one per counted type {[t.value for t in COUNTED_TYPES]}, "
+                f"got {len(self.per_type)}"
+            )
 
     @classmethod
     def between(cls, current: TypeCounts, previous: TypeCounts, against: IsoWeek) -> Changes:
         return cls(
             against,
-            *(Change.between(current.get(t), previous.get(t)) for t in _ORDER),
+            tuple(Change.between(current.get(t), previous.get(t)) for t in COUNTED_TYPES),
         )
 
     def get(self, event_type: EventType) -> Change:
-        change = getattr(self, event_type.value)
-        assert isinstance(change, Change)
-        return change
+        return self.per_type[_POSITION[event_type]]
 
 
-_ORDER = (EventType.CONSULT, EventType.ACCEPT, EventType.ISSUE, EventType.TRANSFER)
+_POSITION = {t: i for i, t in enumerate(COUNTED_TYPES)}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The read API (consumers/api.py) against the real ClickHouse server.
+"""The read API (consumers/api/) against the real ClickHouse server.
 
 A year of counters (2024-W01..W52, pinned to the 2024-W50 bulletin figures)
 is written straight into a per-module database and every week finalized the
@@ -330,18 +330,18 @@ def test_bearer_token_when_configured(seeded: Settings) -> None:
 
 def test_the_api_session_cannot_write(seeded: Settings) -> None:
     """Read-only by construction: the server itself refuses writes from the API's clients."""
-    from consumers.api import _Clients
+    from consumers.api import Clients
 
-    pool = _Clients(seeded)
+    pool = Clients(seeded)
     with pytest.raises(OperationalError, match="readonly"), pool.client() as client:
         execute(client, f"CREATE DATABASE {seeded.clickhouse_database}_x", settings=seeded)
     pool.close()
 
 
 def test_connections_are_reused_after_a_client_error(seeded: Settings) -> None:
-    from consumers.api import ApiProblem, _Clients
+    from consumers.api import ApiProblem, Clients
 
-    pool = _Clients(seeded)
+    pool = Clients(seeded)
     with pytest.raises(ApiProblem), pool.client() as first:
         raise ApiProblem(404, "not_found", "no such week")
     with pool.client() as again:
