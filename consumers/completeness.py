@@ -19,8 +19,7 @@ from clickhouse_driver import Client
 from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
-
-LOOKBACK = timedelta(weeks=4)
+from schemas.queries import TERMINAL_HORIZON
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ def silent_since_week_end(client: Client, settings: Settings, week: IsoWeek) -> 
         f"FROM {settings.clickhouse_database}.terminals GROUP BY hall_id, window_id "
         "HAVING toUInt32(seen) >= %(since)s AND toUInt32(seen) < %(closes)s "
         "ORDER BY hall_id, window_id",
-        {"since": int((closes - LOOKBACK).timestamp()), "closes": int(closes.timestamp())},
+        {"since": int((closes - TERMINAL_HORIZON).timestamp()), "closes": int(closes.timestamp())},
         settings=settings,
     )
     return [Terminal(str(h), str(w), s if s.tzinfo else s.replace(tzinfo=UTC)) for h, w, s in rows]

@@ -8,7 +8,8 @@ figures, breakdowns, status, finalize) goes through it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import timedelta
+from typing import Any, Final
 
 from clickhouse_driver import Client
 
@@ -17,6 +18,14 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 
 _COUNTER_KEY = "shard, period_kind, period, hall_id, department, event_type"
+
+#: The terminal horizon: a window (terminal) heard from within this span is "known",
+#: so its silence matters. Read back from a week's end by completeness
+#: (:mod:`consumers.completeness`), from now by the worker's terminal gauges and
+#: ``hallstats status`` (:func:`streams.metrics.window_activity`).
+TERMINAL_HORIZON: Final = timedelta(weeks=4)
+#: The same as operator texts say it: "4 weeks".
+TERMINAL_HORIZON_TEXT: Final = f"{TERMINAL_HORIZON.days // 7} weeks"
 
 
 def latest_counts(

@@ -27,7 +27,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from clickhouse_driver import Client
@@ -38,7 +38,12 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES
 from schemas.ddl import ensure_schema
-from schemas.queries import finalized_weeks, latest_counts
+from schemas.queries import (
+    TERMINAL_HORIZON,
+    TERMINAL_HORIZON_TEXT,
+    finalized_weeks,
+    latest_counts,
+)
 from streams.bundles import INDEX_BITS
 from streams.ledger import BatchOutcome
 from streams.stage_stats import BatchHistogram, StageCollector, StageTallies
@@ -49,8 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PERIODS = ("today", "week", "year_to_date")
-#: How far back a terminal (window) counts as "known" for silence detection.
-TERMINAL_HORIZON = timedelta(weeks=4)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -95,7 +98,7 @@ class WindowSeen:
 
 
 def window_activity(client: Client, settings: Settings, now: datetime) -> list[WindowSeen]:
-    """Windows heard from within :data:`TERMINAL_HORIZON` of ``now``.
+    """Windows heard from within :data:`schemas.queries.TERMINAL_HORIZON` of ``now``.
 
     The ``terminals`` table has the last event of each window, heartbeats
     included; the events archive (counted events only) backs it up for data
@@ -217,13 +220,15 @@ class WorkerMetrics:
         )
         self.terminal_last_seen = Gauge(
             "hallstats_terminal_last_seen_timestamp_seconds",
-            "Newest occurred_at from any window of the hall, heartbeats included (4 weeks).",
+            "Newest occurred_at from any window of the hall, heartbeats included "
+            f"({TERMINAL_HORIZON_TEXT}).",
             ["hall"],
             registry=r,
         )
         self.terminals_silent = Gauge(
             "hallstats_terminals_silent",
-            "Windows seen in the last 4 weeks but silent for more than terminal_silence_seconds.",
+            f"Windows seen in the last {TERMINAL_HORIZON_TEXT} but silent for more than "
+            "terminal_silence_seconds.",
             ["hall"],
             registry=r,
         )
@@ -409,7 +414,7 @@ class WorkerMetrics:
         for w in windows:
             last[w.hall_id] = max(last.get(w.hall_id, w.last_seen), w.last_seen)
             silent[w.hall_id] += w.silent(now, self.settings.terminal_silence_seconds)
-        for hall in self._halls - set(last):  # not seen for 4 weeks: no longer watched
+        for hall in self._halls - set(last):  # not seen within the horizon: unwatched
             self.terminal_last_seen.remove(hall)
             self.terminals_silent.remove(hall)
         for hall, seen in last.items():

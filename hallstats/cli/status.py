@@ -25,6 +25,7 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.catalog import COUNTED_TYPES
 from schemas.figures import TypeCounts
+from schemas.queries import TERMINAL_HORIZON_TEXT
 
 WEEKS_SHOWN = 4
 #: A closed week should be finalized within this (alert WeekNotFinalizedPastDeadline).
@@ -238,7 +239,8 @@ def render(report: Report, settings: Settings) -> RenderableType:
         halls[hall].append((window, seen, is_silent))
     quiet_for = _ago(settings.terminal_silence_seconds)
     terminals = Table(
-        title=f"Terminals (seen in 4 weeks; silent = nothing for {quiet_for})", title_justify="left"
+        title=f"Terminals (seen in {TERMINAL_HORIZON_TEXT}; silent = nothing for {quiet_for})",
+        title_justify="left",
     )
     for column in ("hall", "windows", "silent", "last event", "silent windows"):
         terminals.add_column(column, justify="right" if column in {"windows", "silent"} else "left")
@@ -259,7 +261,7 @@ def render(report: Report, settings: Settings) -> RenderableType:
             names,
         )
     if not halls:
-        terminals.add_row("-", "0", "0", "no event in 4 weeks", "")
+        terminals.add_row("-", "0", "0", f"no event in {TERMINAL_HORIZON_TEXT}", "")
     parts.append(terminals)
     return Group(*parts)
 
