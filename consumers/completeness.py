@@ -11,11 +11,12 @@ its answer, so they cannot disagree about a week.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from clickhouse_driver import Client
 
+from consumers.lifecycle import week_status
 from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
@@ -70,5 +71,7 @@ def judge(client: Client, settings: Settings, week: IsoWeek, now: datetime) -> C
     if now.tzinfo is None:
         raise ValueError(f"completeness: expected an aware 'now', got naive {now!r}")
     silent = tuple(silent_since_week_end(client, settings, week))
-    grace_end = week.closes_at(settings.zone) + timedelta(seconds=settings.finalize_grace_seconds)
-    return Completeness(None if now < grace_end else not silent, silent)
+    # Judged once the grace has run out on the clock (the lifecycle's rule), whatever the
+    # stream time or a finalized version say: only the clock tells terminals are late.
+    grace_running = week_status(week, settings, now=now).grace_running
+    return Completeness(None if grace_running else not silent, silent)

@@ -7,6 +7,12 @@ a replay of last year's events the clock is far ahead but the stream is not,
 so weeks finalize one by one as the replay moves past them, never before their
 events were processed. Finalization itself then also waits until everything
 already in Kafka is processed (see :mod:`streams.progress`).
+
+:func:`week_state` is the one rule for "is this week done"; every reader asks it
+(through :func:`week_status` with the configured grace): the automatic finalizer
+(:func:`due_weeks`), ``hallstats status`` (the week states it shows), and
+completeness (:mod:`consumers.completeness`, for the bulletin JSON and the read
+API), which judges a week once its grace has run out on the clock.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ class WeekStatus:
     state: WeekState
     closes_at: datetime
     grace_ends_at: datetime
+    #: On the clock alone, the grace period still runs (an open week's too): terminals
+    #: may still deliver the week's events. What completeness waits for.
+    grace_running: bool
 
 
 def week_state(
@@ -50,15 +59,35 @@ def week_state(
 ) -> WeekStatus:
     closes = week.closes_at(zone)
     grace_end = closes + grace
+    grace_running = now < grace_end
     if finalized:
         state = WeekState.FINAL
     elif now < closes:
         state = WeekState.OPEN
-    elif now >= grace_end and stream_time is not None and stream_time >= grace_end:
+    elif not grace_running and stream_time is not None and stream_time >= grace_end:
         state = WeekState.DUE
     else:
         state = WeekState.CLOSING
-    return WeekStatus(week, state, closes, grace_end)
+    return WeekStatus(week, state, closes, grace_end, grace_running)
+
+
+def week_status(
+    week: IsoWeek,
+    settings: Settings,
+    *,
+    now: datetime,
+    stream_time: datetime | None = None,
+    finalized: bool = False,
+) -> WeekStatus:
+    """:func:`week_state` with the configured grace and time zone."""
+    return week_state(
+        week,
+        now=now,
+        stream_time=stream_time,
+        grace=timedelta(seconds=settings.finalize_grace_seconds),
+        zone=settings.zone,
+        finalized=finalized,
+    )
 
 
 def stream_time(client: Client, settings: Settings) -> datetime | None:
@@ -89,12 +118,9 @@ def due_weeks(client: Client, settings: Settings, now: datetime) -> list[IsoWeek
     """Weeks with data, not yet finalized, whose grace passed on clock and stream."""
     done = finalized_weeks(client, settings)
     latest = stream_time(client, settings)
-    grace = timedelta(seconds=settings.finalize_grace_seconds)
     return [
         w
         for w in weeks_with_data(client, settings)
-        if week_state(
-            w, now=now, stream_time=latest, grace=grace, zone=settings.zone, finalized=w in done
-        ).state
+        if week_status(w, settings, now=now, stream_time=latest, finalized=w in done).state
         is WeekState.DUE
     ]

@@ -148,6 +148,22 @@ def test_week_state_final_when_finalized_whatever_the_times() -> None:
         assert state_at(now, stream, final=True) is WeekState.FINAL
 
 
+def test_grace_running_is_the_clock_alone() -> None:
+    """What completeness waits for: the clock side of the rule, whatever stream or version."""
+
+    def status(now: datetime, stream: datetime | None, final: bool = False) -> tuple[bool, str]:
+        s = week_state(W50, now=now, stream_time=stream, grace=DAY, zone=SHANGHAI, finalized=final)
+        return s.grace_running, s.state.value
+
+    grace_end = W50_CLOSES + DAY
+    assert status(W50_CLOSES - DAY, None) == (True, "open")
+    assert status(grace_end - timedelta(seconds=1), grace_end) == (True, "closing")
+    assert status(grace_end - timedelta(seconds=1), None, final=True) == (True, "final")
+    # A replay: the clock is past the grace, the stream is not. Not due, yet judged.
+    assert status(grace_end, W50_CLOSES) == (False, "closing")
+    assert status(grace_end, grace_end) == (False, "due")
+
+
 _RANK = {WeekState.OPEN: 0, WeekState.CLOSING: 1, WeekState.DUE: 2}
 _seconds = st.integers(min_value=0, max_value=4 * 86400)
 

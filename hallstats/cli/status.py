@@ -14,12 +14,13 @@ import time
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from consumers.lifecycle import WeekState
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
@@ -28,8 +29,14 @@ from schemas.figures import TypeCounts
 from schemas.queries import TERMINAL_HORIZON_TEXT
 
 WEEKS_SHOWN = 4
-#: A closed week should be finalized within this (alert WeekNotFinalizedPastDeadline).
 SILENT_SHOWN = 12
+#: The lifecycle's state (:func:`consumers.lifecycle.week_state`) as shown; a due week is
+#: one the automatic finalizer should already have frozen.
+_STATE_SHOWN = {
+    WeekState.OPEN: "open",
+    WeekState.CLOSING: "closing",
+    WeekState.DUE: "closing, overdue",
+}
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -103,6 +110,7 @@ class Report:
 def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
     """One status reading; ClickHouse or Kafka being down raises OperationalError."""
     from consumers import figures
+    from consumers.lifecycle import stream_time, week_status
     from hallstats.clickhouse import connect
     from schemas.ddl import ensure_schema
     from schemas.queries import finalized_weeks
@@ -131,18 +139,17 @@ def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
         for (period, kind, _hall), n in live_counts(client, settings, now).items():
             report.counts[(period, kind)] = report.counts.get((period, kind), 0) + n
         final = finalized_weeks(client, settings)
+        latest = stream_time(client, settings)
         week = IsoWeek.of(now.astimezone(settings.zone).date())
         for _ in range(WEEKS_SHOWN):
-            if week in final:
-                state = f"final v{final[week]}"
-            elif now < week.closes_at(settings.zone):
-                state = "open"
-            elif now < week.closes_at(settings.zone) + timedelta(
-                seconds=settings.finalize_grace_seconds
-            ):
-                state = "closing"
-            else:
-                state = "closing, overdue"
+            status = week_status(
+                week, settings, now=now, stream_time=latest, finalized=week in final
+            )
+            state = (
+                f"final v{final[week]}"
+                if status.state is WeekState.FINAL
+                else _STATE_SHOWN[status.state]
+            )
             report.weeks.append(WeekRow(week, state, figures.weekly(client, settings, week)))
             week = week.previous()
         report.windows = [
