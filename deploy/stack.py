@@ -51,7 +51,7 @@ __all__ = [
     "wait_for_kafka",
 ]
 
-# tests/test_stack.py checks the generated ClickHouse config through these two names.
+# tests/integration/test_stack.py checks the generated ClickHouse config through these two names.
 _clickhouse_layout = clickhouse_layout
 _write_clickhouse_config = write_clickhouse_config
 

@@ -9,37 +9,24 @@ group and ClickHouse database, so tests never see each other's data.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
-from tests.promserver import prometheus  # noqa: F401 - session fixture (metrics, issue 4)
+from tests.support.services import ROOT, Worker, free_port, settings_env
 
-ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.support.promserver"]  # the real Prometheus, a session fixture
 
 # The suite shares two cores with Kafka, ClickHouse and workers: time limits per
 # example would fail on load, not on logic.
 hypothesis_settings.register_profile("hallstats", deadline=None)
 hypothesis_settings.load_profile("hallstats")
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The HALLSTATS_* environment that reproduces ``settings`` in a child process."""
-    return settings.as_env()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -76,10 +63,6 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
     return settings
 
 
-class Worker(Protocol):
-    def __call__(self, settings: Settings, stage: str = "all") -> subprocess.Popen[bytes]: ...
-
-
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[Worker]:
     """Start ``hallstats worker`` processes for a test; all are stopped afterwards."""
@@ -95,7 +78,7 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
 
     yield start
     # A worker that exited on its own with an error is a failure; one the test
-    # killed on purpose is marked ``expected_exit`` (see tests/test_faults.py).
+    # killed on purpose is marked ``expected_exit`` (see tests/faults/test_faults.py).
     crashed = [
         p
         for p in procs

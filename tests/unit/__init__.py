@@ -1,0 +1,1 @@
+"""Pure logic and config files: no services."""

@@ -1,7 +1,7 @@
 """Alert rules (promtool unit tests), scrape config and Grafana files, without services.
 
 The expressions themselves are checked against a real Prometheus and the
-worker's real /metrics in tests/test_metrics_prometheus.py.
+worker's real /metrics in tests/integration/test_metrics_prometheus.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promserver import dashboard_expressions
+from tests.support.promserver import dashboard_expressions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 ALERTS = {

@@ -7,11 +7,8 @@ import io
 import math
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
 from docx import Document
-from matplotlib.figure import Figure
-from matplotlib.text import Text
 
 from consumers.breakdown import Scope, Share
 from consumers.finalized import FinalizedWeek
@@ -28,6 +25,7 @@ from schemas.calendar import IsoWeek
 from schemas.catalog import EventType
 from schemas.figures import TypeCounts
 from tests.support import seed
+from tests.support.render import plotted, texts
 
 W50 = IsoWeek(2024, 50)
 PARAGRAPH = (
@@ -176,20 +174,6 @@ def test_chart_leaves_gaps_where_no_version_is_final() -> None:
     assert full.shown == 53 and full.caption() == "全年53周均已定版，图中全部显示。"
     with pytest.raises(DataError, match="2023-W50"):
         plot_data([_point(IsoWeek(2023, 50), TypeCounts())], 2024)
-
-
-def plotted(fig: Figure) -> list[tuple[list[int], list[float]]]:
-    """Each panel's series as drawn: week numbers and values (NaN: nothing drawn)."""
-    out = []
-    for ax in fig.axes:
-        line = ax.get_lines()[0]  # the series; the highlight is drawn after it
-        xs = [int(x) for x in np.asarray(line.get_xdata())]
-        out.append((xs, [float(y) for y in np.asarray(line.get_ydata())]))
-    return out
-
-
-def texts(fig: Figure) -> set[str]:
-    return {t.get_text() for t in fig.findobj(Text) if isinstance(t, Text)}
 
 
 def _runs(ys: list[float]) -> list[list[int]]:

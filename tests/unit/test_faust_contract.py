@@ -14,7 +14,7 @@ from typing import Any
 import faust
 from faust.types import TP
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_no_private_faust_or_mode_name_is_used() -> None:

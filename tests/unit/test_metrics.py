@@ -17,8 +17,8 @@ from streams.bundles import position
 from streams.ledger import BatchOutcome, Record, SeenRecord
 from streams.metrics import WorkerMetrics
 from streams.stage_stats import StageTallies
-from tests.conftest import free_port
-from tests.promserver import grafana_to_promql, metric_names
+from tests.support.promserver import grafana_to_promql, metric_names
+from tests.support.services import free_port
 
 
 def value(m: WorkerMetrics, name: str, **labels: str) -> float:

@@ -16,7 +16,7 @@ from schemas.catalog import EventType
 from schemas.events import REJECT_REASON_DOCS, EventRejected, RejectReason, parse_event
 
 NOW = datetime(2024, 12, 20, 12, 0, tzinfo=UTC)
-SCHEMA = json.loads((Path(__file__).parents[1] / "schemas" / "event.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "event.schema.json").read_text())
 
 
 def good(**changes: Any) -> dict[str, Any]:

@@ -28,9 +28,9 @@ from schemas.calendar import IsoWeek
 from schemas.catalog import CATALOG
 from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
-from tests.conftest import settings_env
 from tests.support import seed
-from tests.test_bulletin_section import plotted, texts
+from tests.support.render import plotted, texts
+from tests.support.services import settings_env
 
 pytestmark = pytest.mark.integration
 

@@ -351,7 +351,7 @@ def test_connections_are_reused_after_a_client_error(seeded: Settings) -> None:
 
 
 def test_clickhouse_down_is_a_503(seeded: Settings) -> None:
-    from tests.conftest import free_port
+    from tests.support.services import free_port
 
     nowhere = seeded.model_copy(update={"clickhouse_port": free_port()})
     with TestClient(create_app(nowhere)) as client:

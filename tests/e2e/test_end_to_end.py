@@ -14,7 +14,7 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from terminals import sample
 from terminals.emit import emit_file
-from tests.conftest import ROOT, Worker
+from tests.support.services import ROOT, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

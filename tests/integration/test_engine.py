@@ -22,7 +22,7 @@ from hallstats.clickhouse import connect
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
 from streams.progress import wait_until_caught_up
-from tests.conftest import Worker
+from tests.support.services import Worker
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from confluent_kafka import Producer
 
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
-from tests.conftest import free_port, settings_env
-from tests.promserver import PrometheusServer, dashboard_expressions, metric_names
+from tests.support.promserver import PrometheusServer, dashboard_expressions, metric_names
+from tests.support.services import free_port, settings_env
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WAVES = 8
 W50 = IsoWeek.parse("2024-W50")
 # Series Prometheus itself attaches to every target.

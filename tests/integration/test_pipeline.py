@@ -6,48 +6,22 @@ import base64
 import json
 import subprocess
 import sys
-import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
 from consumers import finalized
 from consumers.finalize import finalize
 from hallstats.clickhouse import connect
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
-from tests.conftest import Worker, settings_env
+from tests.support.events import encode, event, produce
+from tests.support.services import Worker, settings_env
 
 pytestmark = pytest.mark.integration
 
 WEEK = IsoWeek.parse("2024-W50")
-
-
-def event(
-    event_type: str = "accept", when: str = "2024-12-10T10:00:00+08:00", **extra: Any
-) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "event_id": str(uuid.uuid4()),
-        "event_type": event_type,
-        "occurred_at": when,
-        "hall_id": "hall-a",
-        "window_id": "W01",
-        "department": "民政厅",
-        **extra,
-    }
-
-
-def produce(settings: Settings, messages: list[tuple[bytes | None, bytes, int | None]]) -> None:
-    """(key, value, partition or None) straight to the raw topic, as any producer might."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
-    for key, value, partition in messages:
-        if partition is None:
-            producer.produce(settings.topic, value=value, key=key)
-        else:
-            producer.produce(settings.topic, value=value, key=key, partition=partition)
-    assert producer.flush(30) == 0
 
 
 def read_dlq(settings: Settings, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
@@ -69,10 +43,6 @@ def read_dlq(settings: Settings, expected: int, timeout: float = 60) -> list[dic
             found.append(json.loads(msg.value()))
     consumer.close()
     return found
-
-
-def encode(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode()
 
 
 def test_duplicates_under_different_keys_and_partitions_count_once(

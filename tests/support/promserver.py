@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "hallstats.rules.yml"
 
 
@@ -154,7 +154,7 @@ class PrometheusServer:
 @pytest.fixture(scope="session")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Debian's Prometheus on 127.0.0.1, scraping what tests ``watch``; stopped at the end."""
-    from tests.conftest import free_port
+    from tests.support.services import free_port
 
     server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), free_port())
     server.start()

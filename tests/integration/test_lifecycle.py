@@ -34,8 +34,8 @@ from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
 from streams.progress import wait_until_caught_up
-from tests.conftest import Worker, settings_env
-from tests.test_pipeline import encode, event, produce
+from tests.support.events import encode, event, produce
+from tests.support.services import Worker, settings_env
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 W49 = IsoWeek.parse("2024-W49")

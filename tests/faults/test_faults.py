@@ -31,7 +31,7 @@ from hallstats.clickhouse import connect
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
-from tests.conftest import Worker, free_port
+from tests.support.services import Worker, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -1,0 +1,1 @@
+"""The calibrated sample year end to end."""

@@ -1,0 +1,1 @@
+"""Kills, rebalances, broker and ClickHouse outages on the real stack."""

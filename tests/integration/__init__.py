@@ -1,0 +1,1 @@
+"""Against the real Kafka broker and ClickHouse server the session fixtures start."""
