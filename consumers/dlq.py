@@ -21,7 +21,8 @@ from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
 from schemas.dlq import DeadLetter
-from schemas.events import EventRejected, RejectReason, parse_event
+from schemas.events import parse_event
+from schemas.rejections import EventRejected, RejectReason
 
 
 def read(settings: Settings, *, reason: str | None = None) -> Iterator[DeadLetter]:

@@ -1,4 +1,4 @@
-"""The v1 service event: model, validation and the fixed rejection vocabulary.
+"""The v1 service event: model and validation (reasons in :mod:`schemas.rejections`).
 
 Validation is hand-written rather than delegated to a JSON Schema engine
 because it runs on every message in the worker and must name the exact
@@ -13,15 +13,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
-from hallstats.errors import DataError
 from schemas.catalog import EventType
+from schemas.rejections import EventRejected, RejectReason, show_value
 
 SCHEMA_VERSION = 1
 MAX_NAME_CHARS = 64
@@ -42,73 +41,6 @@ _DAY = timedelta(hours=24)
 _NAME_FIELDS = ("hall_id", "window_id", "department")
 _OPTIONAL_FIELDS = ("item_code", "case_id")
 _REQUIRED_FIELDS = ("schema_version", "event_id", "event_type", "occurred_at", *_NAME_FIELDS)
-
-
-class RejectReason(StrEnum):
-    """Why a message was rejected. A fixed vocabulary: DLQ readers switch on it."""
-
-    OVERSIZE_MESSAGE = "oversize_message"
-    INVALID_UTF8 = "invalid_utf8"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-    UNKNOWN_EVENT_TYPE = "unknown_event_type"
-    INVALID_VALUE = "invalid_value"
-    NAIVE_TIMESTAMP = "naive_timestamp"
-    INVALID_TIMESTAMP = "invalid_timestamp"
-    FUTURE_TIMESTAMP = "future_timestamp"
-    TIMESTAMP_TOO_OLD = "timestamp_too_old"
-    CONFLICTING_DUPLICATE = "conflicting_duplicate"
-
-
-REJECT_REASON_DOCS: dict[RejectReason, str] = {
-    RejectReason.OVERSIZE_MESSAGE: "message larger than HALLSTATS_MAX_MESSAGE_BYTES",
-    RejectReason.INVALID_UTF8: "bytes are not valid UTF-8",
-    RejectReason.INVALID_JSON: "text is not parseable JSON",
-    RejectReason.NOT_AN_OBJECT: "JSON value is not an object",
-    RejectReason.MISSING_FIELD: "a required field is absent (or null)",
-    RejectReason.WRONG_TYPE: "a field has the wrong JSON type",
-    RejectReason.UNSUPPORTED_SCHEMA_VERSION: "schema_version is an integer other than 1",
-    RejectReason.UNKNOWN_EVENT_TYPE: "event_type is not one of the catalog's types",
-    RejectReason.INVALID_VALUE: "a string breaks its rule (UUID form, empty, over 64 chars)",
-    RejectReason.NAIVE_TIMESTAMP: "occurred_at has no UTC offset",
-    RejectReason.INVALID_TIMESTAMP: "occurred_at is not an RFC 3339 date-time",
-    RejectReason.FUTURE_TIMESTAMP: "occurred_at is more than 10 minutes after receipt",
-    RejectReason.TIMESTAMP_TOO_OLD: "occurred_at is before 2000-01-01T00:00:00Z",
-    RejectReason.CONFLICTING_DUPLICATE: "event_id seen before with different content",
-}
-
-
-class EventRejected(DataError):
-    """A message that breaks the contract, with a machine-readable reason."""
-
-    def __init__(self, reason: RejectReason, field: str | None, expected: str, got: str) -> None:
-        self.reason = reason
-        self.field = field
-        self.expected = expected
-        self.got = got
-        where = f"field {field!r}" if field else "message"
-        super().__init__(f"{reason.value}: {where}: expected {expected}, got {got}")
-
-    def as_dict(self) -> dict[str, str | None]:
-        return {
-            "reason": self.reason.value,
-            "field": self.field,
-            "expected": self.expected,
-            "got": self.got,
-            "message": str(self),
-        }
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """The offending value as JSON, shortened; lone surrogates spelled as escapes so
-    that the rejection itself can always be encoded (DLQ record, logs)."""
-    text = json.dumps(value, ensure_ascii=False)
-    if not text.isascii():
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _utc_text(moment: datetime) -> str:
@@ -234,7 +166,7 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
             RejectReason.WRONG_TYPE,
             field,
             "an RFC 3339 string",
-            f"{type(value).__name__} {_show(value)}",
+            f"{type(value).__name__} {show_value(value)}",
         )
     match = _RFC3339_RE.match(value)
     if match is None:
@@ -242,14 +174,14 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
             RejectReason.INVALID_TIMESTAMP,
             field,
             "RFC 3339 like 2024-12-09T09:30:00+08:00",
-            _show(value),
+            show_value(value),
         )
     if match.group(8) is None:
         raise EventRejected(
             RejectReason.NAIVE_TIMESTAMP,
             field,
             "an explicit offset ('Z' or '+08:00')",
-            _show(value),
+            show_value(value),
         )
     try:
         moment = datetime.fromisoformat(value.upper())
@@ -259,12 +191,12 @@ def parse_timestamp(value: Any, field: str = "occurred_at") -> datetime:
             RejectReason.INVALID_TIMESTAMP,
             field,
             "a real calendar date and time",
-            f"{_show(value)} ({exc})",
+            f"{show_value(value)} ({exc})",
         ) from exc
     offset = moment.utcoffset()
     if offset is None or abs(offset) >= _DAY:  # pragma: no cover - regex bounds it
         raise EventRejected(
-            RejectReason.INVALID_TIMESTAMP, field, "an offset under 24h", _show(value)
+            RejectReason.INVALID_TIMESTAMP, field, "an offset under 24h", show_value(value)
         )
     return moment
 
@@ -277,7 +209,10 @@ def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise EventRejected(
-            RejectReason.WRONG_TYPE, field, "a string", f"{type(value).__name__} {_show(value)}"
+            RejectReason.WRONG_TYPE,
+            field,
+            "a string",
+            f"{type(value).__name__} {show_value(value)}",
         )
     if required and not value:
         raise EventRejected(RejectReason.INVALID_VALUE, field, "a non-empty string", '""')
@@ -286,7 +221,7 @@ def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
             RejectReason.INVALID_VALUE,
             field,
             f"at most {MAX_NAME_CHARS} characters",
-            f"{len(value)} characters {_show(value)}",
+            f"{len(value)} characters {show_value(value)}",
         )
     if not value.isascii():
         try:
@@ -296,7 +231,7 @@ def _name(data: dict[str, Any], field: str, *, required: bool) -> str | None:
                 RejectReason.INVALID_VALUE,
                 field,
                 "valid Unicode text",
-                f"a lone surrogate at character {exc.start}: {_show(value)}",
+                f"a lone surrogate at character {exc.start}: {show_value(value)}",
             ) from None
     return value
 
@@ -389,7 +324,7 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.NOT_AN_OBJECT,
             None,
             "a JSON object",
-            f"{type(data).__name__} {_show(data)}",
+            f"{type(data).__name__} {show_value(data)}",
         )
     for field in _REQUIRED_FIELDS:
         if data.get(field) is None:
@@ -405,11 +340,14 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.WRONG_TYPE,
             "schema_version",
             "integer 1",
-            f"{type(version).__name__} {_show(version)}",
+            f"{type(version).__name__} {show_value(version)}",
         )
     if version != SCHEMA_VERSION:
         raise EventRejected(
-            RejectReason.UNSUPPORTED_SCHEMA_VERSION, "schema_version", "integer 1", _show(version)
+            RejectReason.UNSUPPORTED_SCHEMA_VERSION,
+            "schema_version",
+            "integer 1",
+            show_value(version),
         )
 
     event_id = data["event_id"]
@@ -418,14 +356,14 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.WRONG_TYPE,
             "event_id",
             "a UUID string",
-            f"{type(event_id).__name__} {_show(event_id)}",
+            f"{type(event_id).__name__} {show_value(event_id)}",
         )
     if not _UUID_RE.match(event_id):
         raise EventRejected(
             RejectReason.INVALID_VALUE,
             "event_id",
             "a UUID like 123e4567-e89b-42d3-a456-426614174000",
-            _show(event_id),
+            show_value(event_id),
         )
 
     raw_type = data["event_type"]
@@ -434,7 +372,7 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.WRONG_TYPE,
             "event_type",
             "a string",
-            f"{type(raw_type).__name__} {_show(raw_type)}",
+            f"{type(raw_type).__name__} {show_value(raw_type)}",
         )
     event_type = _TYPES.get(raw_type)
     if event_type is None:
@@ -442,7 +380,7 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.UNKNOWN_EVENT_TYPE,
             "event_type",
             "one of " + ", ".join(t.value for t in EventType),
-            _show(raw_type),
+            show_value(raw_type),
         ) from None
 
     occurred_at = parse_timestamp(data["occurred_at"])
@@ -451,14 +389,14 @@ def validate_object(data: Any, *, now: datetime | None = None) -> ServiceEvent:
             RejectReason.TIMESTAMP_TOO_OLD,
             "occurred_at",
             "2000-01-01T00:00:00Z or later",
-            _show(data["occurred_at"]),
+            show_value(data["occurred_at"]),
         )
     if now is not None and occurred_at > now + FUTURE_TOLERANCE:
         raise EventRejected(
             RejectReason.FUTURE_TIMESTAMP,
             "occurred_at",
             f"no later than 10 minutes after receipt ({now.astimezone(UTC).isoformat()})",
-            _show(data["occurred_at"]),
+            show_value(data["occurred_at"]),
         )
 
     names = {field: _name(data, field, required=True) for field in _NAME_FIELDS}

@@ -42,7 +42,7 @@ from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
 from schemas.ddl import ensure_schema
 from schemas.dlq import SourcePosition, dead_letter
-from schemas.events import EventRejected, RejectReason
+from schemas.rejections import EventRejected, RejectReason
 from streams import bundles
 from streams.gaps import Fetched, fetch, missing
 from streams.lateness import FinalizedWeeks

@@ -30,7 +30,8 @@ from hallstats.errors import OperationalError
 from hallstats.kafka import consumer_config, producer_config
 from hallstats.settings import Settings
 from schemas.dlq import SourcePosition, dead_letter
-from schemas.events import EventRejected, ServiceEvent, parse_event
+from schemas.events import ServiceEvent, parse_event
+from schemas.rejections import EventRejected
 from streams import bundles
 from streams.stage_stats import StageTallies
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from schemas.events import RejectReason
+from schemas.rejections import RejectReason
 
 _REASONS = list(RejectReason)
 #: How prometheus_client itself prints bucket bounds ("0.05", "1.0", "+Inf").

@@ -20,7 +20,8 @@ from confluent_kafka import KafkaError, Producer
 from hallstats.errors import OperationalError
 from hallstats.kafka import ensure_topics, producer_config
 from hallstats.settings import Settings
-from schemas.events import EventRejected, parse_event
+from schemas.events import parse_event
+from schemas.rejections import EventRejected
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.catalog import EventType
-from schemas.events import REJECT_REASON_DOCS, EventRejected, RejectReason, parse_event
+from schemas.events import parse_event
+from schemas.rejections import REJECT_REASON_DOCS, EventRejected, RejectReason
 
 NOW = datetime(2024, 12, 20, 12, 0, tzinfo=UTC)
 SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "event.schema.json").read_text())

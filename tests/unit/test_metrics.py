@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from hallstats.cli.status import rates
 from hallstats.settings import Settings
 from schemas.catalog import EventType
-from schemas.events import RejectReason, ServiceEvent
+from schemas.events import ServiceEvent
+from schemas.rejections import RejectReason
 from streams.bundles import position
 from streams.ledger import BatchOutcome, Record, SeenRecord
 from streams.metrics import WorkerMetrics
