@@ -119,6 +119,35 @@ class Settings(BaseSettings):
         default=None, description="bearer token the API requires when set (never logged)"
     )
 
+    # Front-desk HTTP gateway (hallstats gateway)
+    gateway_host: str = Field(
+        default="127.0.0.1",
+        description="address the gateway binds (loopback by default; put TLS on before widening)",
+    )
+    gateway_port: int = Field(default=8090, ge=1, le=65535, description="gateway HTTP(S) port")
+    gateway_max_events: int = Field(
+        default=1000, ge=1, description="gateway: most events in one request (more: 413)"
+    )
+    gateway_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="gateway: largest request body in bytes (413)"
+    )
+    gateway_rate_per_second: float = Field(
+        default=50.0, gt=0, description="gateway: events per second each terminal may send (429)"
+    )
+    gateway_burst: int = Field(
+        default=500, ge=1, description="gateway: events a terminal may send at once above its rate"
+    )
+    gateway_ack_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="gateway: how long a request waits for Kafka's acknowledgement before 503",
+    )
+    gateway_tls_cert: Path | None = Field(
+        default=None,
+        description="gateway TLS certificate (PEM); TLS is on when cert and key are set",
+    )
+    gateway_tls_key: Path | None = Field(default=None, description="gateway TLS private key (PEM)")
+
     # Local stack (hallstats stack up|down|status)
     stack_dir: Path = Field(default=Path(".stack"), description="local stack data folder")
     cache_dir: Path = Field(

@@ -120,6 +120,18 @@ ORDER BY (week, event_id)""",
     ytd UInt64
 ) ENGINE = MergeTree()
 ORDER BY (week, version, scope, name, event_type)""",
+        # Front-desk terminal credentials (gateway/auth.py): only a SHA-256 of each token.
+        # A revocation is a newer row (higher version) for the same token hash.
+        f"""CREATE TABLE IF NOT EXISTS {database}.terminal_tokens (
+    token_hash String,
+    hall_id String,
+    window_id String,
+    issued_at DateTime('UTC'),
+    revoked UInt8,
+    changed_at DateTime('UTC'),
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY token_hash""",
     ]
 
 

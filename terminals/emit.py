@@ -21,6 +21,7 @@ from hallstats.errors import OperationalError
 from hallstats.kafka import ensure_topics, producer_config
 from hallstats.settings import Settings
 from schemas.events import parse_event
+from schemas.keys import terminal_key
 from schemas.rejections import EventRejected
 
 
@@ -74,7 +75,7 @@ def emit_lines(
                         record["original"] = line.decode("utf-8", errors="replace")
                         rejects_out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     continue
-                key = f"{event.hall_id}/{event.window_id}".encode()
+                key = terminal_key(event.hall_id, event.window_id)
             while True:
                 try:
                     prod.produce(settings.topic, value=line, key=key, on_delivery=delivered)

@@ -145,6 +145,54 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway import serve
+
+    serve(settings, port=args.port)
+    return 0
+
+
+def cmd_terminals(args: argparse.Namespace, settings: Settings) -> int:
+    """Terminal credentials for the gateway; a new token is printed once, on the last line."""
+    from gateway import TokenStore
+    from schemas.ddl import ensure_schema
+
+    if args.action != "list" and not (args.hall and args.window):
+        raise DataError(
+            f"terminals {args.action}: expected --hall H --window W, got "
+            f"--hall {args.hall!r} --window {args.window!r}"
+        )
+    ensure_schema(settings)
+    store = TokenStore(settings)
+    try:
+        if args.action == "add":
+            token = store.add(args.hall, args.window)
+            err.print(
+                f"new token for terminal {args.hall}/{args.window} (shown only now; "
+                "hallstats keeps only its hash):",
+                highlight=False,
+            )
+            print(token)
+        elif args.action == "revoke":
+            revoked = store.revoke(args.hall, args.window)
+            if not revoked:
+                raise DataError(
+                    f"terminals revoke: expected a current token for {args.hall}/{args.window}, "
+                    "found none (see `hallstats terminals list`)"
+                )
+            out.print(f"revoked {revoked} token(s) of {args.hall}/{args.window}", highlight=False)
+        else:
+            for c in store.credentials():
+                state = f"revoked {c.changed_at:%Y-%m-%d %H:%M:%S}Z" if c.revoked else "active"
+                print(
+                    f"{c.hall_id}\t{c.window_id}\tsha256:{c.hash_prefix}…\t"
+                    f"issued {c.issued_at:%Y-%m-%d %H:%M:%S}Z\t{state}"
+                )
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_revisions(args: argparse.Namespace, settings: Settings) -> int:
     from consumers import finalized
     from hallstats.clickhouse import connect
@@ -302,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="serve the read-only HTTP API on 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default HALLSTATS_API_PORT (8080)")
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("gateway", help="serve the front-desk HTTP gateway (POST /v1/events)")
+    p.add_argument("--port", type=int, default=None, help="default HALLSTATS_GATEWAY_PORT (8090)")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("terminals", help="issue, revoke or list terminal tokens for the gateway")
+    p.add_argument("action", choices=["add", "revoke", "list"])
+    p.add_argument("--hall", default=None, help="hall_id of the terminal (add, revoke)")
+    p.add_argument("--window", default=None, help="window_id of the terminal (add, revoke)")
+    p.set_defaults(func=cmd_terminals)
 
     p = sub.add_parser("revisions", help="list a week's finalized versions")
     p.add_argument("--week", required=True, type=_week)
