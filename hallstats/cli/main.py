@@ -25,6 +25,7 @@ from rich.progress import (
 )
 
 from consumers.render import FORMATS as BULLETIN_FORMATS  # light: no renderer loads here
+from hallstats.cli import terminal_sim  # light: the client loads when the command runs
 from hallstats.errors import DataError, HallstatsError, IntegrityError, OperationalError
 from hallstats.settings import Settings
 
@@ -360,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hall", default=None, help="hall_id of the terminal (add, revoke)")
     p.add_argument("--window", default=None, help="window_id of the terminal (add, revoke)")
     p.set_defaults(func=cmd_terminals)
+
+    terminal_sim.add_parser(sub)
 
     p = sub.add_parser("revisions", help="list a week's finalized versions")
     p.add_argument("--week", required=True, type=_week)

@@ -248,3 +248,31 @@ def test_bad_gateway_url_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(DataError):
         TerminalClient("ftp://x", TOKEN, tmp_path / "s.sqlite", "hall-a", "W01")
+
+
+@pytest.mark.parametrize("record_first", [False, True], ids=["live", "record-first"])
+def test_simulated_terminals_deliver_everything_they_created(
+    tmp_path: Path, record_first: bool
+) -> None:
+    from schemas.calendar import IsoWeek
+    from terminals.sim import SimTerminal, run_terminals
+
+    week = IsoWeek.parse("2024-W50")
+    fleet = [SimTerminal("hall-sim", f"W{i:02d}", f"token-{i}") for i in range(6)]
+    with scripted_gateway([status(503, "0"), DROP, ACCEPT_THEN_DROP]) as gw:
+        report = run_terminals(
+            gw.url,
+            fleet,
+            tmp_path,
+            events=40,
+            week=week,
+            time_limit=60,
+            record_first=record_first,
+            batch_size=25,
+        )
+        assert not report.failures
+        assert report.created == report.accepted == 240 == sum(report.by_type.values())
+        assert report.pending == report.rejected == 0
+        assert len(set(gw.seen.produced)) == 240 and not gw.seen.resent_after_delivery
+        assert report.latencies and report.send_seconds > 0
+        assert {f"Bearer token-{i}" for i in range(6)} == set(gw.seen.auth)
