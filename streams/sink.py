@@ -98,13 +98,26 @@ class ClickHouseSink:
         )
         now_text = tsv_utc(now)
         lines = []
-        for r in owned:  # the hot path: one line per counted event, formatted by hand
+        # The hot path: one line per counted event, formatted by hand. Halls, windows,
+        # departments and days repeat within a batch: each is escaped once.
+        escaped: dict[object, str] = {}
+
+        def text(value: str) -> str:
+            found = escaped.get(value)
+            if found is None:
+                found = escaped[value] = tsv_text(value)
+            return found
+
+        for r in owned:
             e = r.event
             utc = e.occurred_utc
+            day = e.local_date(zone)
+            day_text = escaped.get(day)
+            if day_text is None:
+                day_text = escaped[day] = day.isoformat()
             lines.append(
                 f"{e.event_id}\t{e.event_type.value}\t{utc[:10]} {utc[11:19]}\t"
-                f"{e.local_date(zone).isoformat()}\t{tsv_text(e.hall_id)}\t"
-                f"{tsv_text(e.window_id)}\t{tsv_text(e.department)}\t"
+                f"{day_text}\t{text(e.hall_id)}\t{text(e.window_id)}\t{text(e.department)}\t"
                 f"{tsv_text(e.item_code or '')}\t{tsv_text(e.case_id or '')}\t"
                 f"{e.fingerprint()}\t{r.shard}\t{r.position}\t{now_text}"
             )

@@ -119,6 +119,7 @@ class LocalState:
         options.set_block_based_table_factory(table)
         options.set_write_buffer_size(4 << 20)
         self._db = Rdict(str(self._slot.path / "rocksdb"), options)
+        self._keys: dict[str, bytes] = {}  # event_id -> owner key, of the last owners()
         log.info("count state: %s", self._slot.path)
 
     def close(self) -> None:
@@ -132,11 +133,15 @@ class LocalState:
         return None if raw is None else int.from_bytes(raw, "big")
 
     def owners(self, partition_of: dict[str, int]) -> dict[str, SeenRecord]:
-        """Known owners of these event_ids (``event_id -> its partition``), one multi-get."""
+        """Known owners of these event_ids (``event_id -> its partition``), one multi-get.
+
+        The keys built here are kept for :meth:`commit` of the same batch (nearly
+        every id is new and written back): building them is a good part of the cost.
+        """
         ids = list(partition_of)
-        values = cast(
-            list[bytes | None], self._db.get([_owner_key(partition_of[i], i) for i in ids])
-        )
+        keys = [_owner_key(partition_of[i], i) for i in ids]
+        self._keys = dict(zip(ids, keys, strict=True))
+        values = cast(list[bytes | None], self._db.get(cast(list[Any], keys)))
         return {i: _owner_record(v) for i, v in zip(ids, values, strict=True) if v is not None}
 
     def counter(self, key: PeriodKey) -> PeriodCounts | None:
@@ -153,10 +158,14 @@ class LocalState:
     ) -> None:
         """One atomic write: a crash leaves the state before or after the batch."""
         batch = WriteBatch(raw_mode=True)
+        known = self._keys
         for partition, event_id, record in owners:
-            batch.put(_owner_key(partition, event_id), _owner_value(record))
-        for key, value in counters.items():
-            batch.put(_counter_key(key), orjson.dumps(value.to_json()))
+            owner = known.get(event_id)
+            if owner is None or owner[1:3] != partition.to_bytes(2, "big"):
+                owner = _owner_key(partition, event_id)
+            batch.put(owner, _owner_value(record))
+        for period, value in counters.items():
+            batch.put(_counter_key(period), orjson.dumps(value.to_json()))
         for partition, position in positions.items():
             batch.put(_prefix(_POSITION, partition), position.to_bytes(8, "big"))
         self._db.write(batch)
