@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -154,7 +155,9 @@ def serve(settings: Settings, *, port: int | None = None) -> None:
             "gateway TLS: expected both HALLSTATS_GATEWAY_TLS_CERT and "
             "HALLSTATS_GATEWAY_TLS_KEY, got only one"
         )
-    prepare(settings)
+    # In the background: a broker or ClickHouse that is down must not keep the gateway
+    # from starting (it answers 503 meanwhile, and /readyz says why).
+    threading.Thread(target=prepare, args=(settings,), name="gateway-prepare", daemon=True).start()
     uvicorn.run(
         create_app(settings),
         host=settings.gateway_host,
