@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python -m bench.state_growth
 	$(BIN)/python -m bench.api_latency
 	$(BIN)/python -m bench.metrics_cost
+	$(BIN)/python -m bench.gateway_load
 
 stack-up: setup
 	$(BIN)/hallstats stack up
