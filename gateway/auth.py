@@ -71,7 +71,7 @@ class TokenStore:
     """Issue, revoke, list and look up tokens in ClickHouse (thread-safe: a small pool
     of connections, since a clickhouse-driver Client is not)."""
 
-    def __init__(self, settings: Settings, keep: int = 8) -> None:
+    def __init__(self, settings: Settings, keep: int = 32) -> None:
         self._settings = settings
         self._table = f"{settings.clickhouse_database}.terminal_tokens"
         self._idle: queue.LifoQueue[Client] = queue.LifoQueue()

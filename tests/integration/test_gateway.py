@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -343,6 +344,34 @@ def test_503_when_kafka_does_not_acknowledge(base: Settings, token_a: str, tmp_p
         ready = httpx.get(f"{gateway.url}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["kafka"] != "ok"
         assert httpx.get(f"{gateway.url}/healthz", timeout=5).status_code == 200
+    finally:
+        gateway.stop()
+
+
+def test_tls_when_a_certificate_and_key_are_set(
+    base: Settings, token_a: str, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    settings = base.model_copy(update={"gateway_tls_cert": cert, "gateway_tls_key": key})
+    gateway = start_gateway(settings, tmp_path / "gateway.log")
+    try:
+        assert gateway.url.startswith("https://")
+        sent = ev()
+        answer = gateway.post_json(token_a, sent)
+        assert answer.status_code == 202, answer.text
+        assert _on_topic(base, {sent["event_id"]}) == [encode(sent)]
+        plain = gateway.url.replace("https://", "http://")
+        with pytest.raises(httpx.HTTPError):
+            httpx.post(f"{plain}/v1/events", content=encode(ev()), timeout=5)
     finally:
         gateway.stop()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     log: Path
     settings: Settings
+    verify: ssl.SSLContext | bool = True  # trusts our own certificate when it serves TLS
 
     def post(
         self,
@@ -43,7 +45,9 @@ class Gateway:
         if content_type is not None:
             sent["Content-Type"] = content_type
         data = body.encode() if isinstance(body, str) else body
-        return httpx.post(f"{self.url}/v1/events", content=data, headers=sent, timeout=60)
+        return httpx.post(
+            f"{self.url}/v1/events", content=data, headers=sent, timeout=60, verify=self.verify
+        )
 
     def post_json(self, token: str | None, value: object) -> httpx.Response:
         return self.post(token, json.dumps(value, ensure_ascii=False))
@@ -67,7 +71,9 @@ def start_gateway(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    tls = settings.gateway_tls_cert
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(tls)) if tls else True
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -75,8 +81,8 @@ def start_gateway(
                 f"gateway exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}"
             )
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return Gateway(url, proc, log, settings)
+            if httpx.get(f"{url}/healthz", timeout=2, verify=verify).status_code == 200:
+                return Gateway(url, proc, log, settings, verify)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
