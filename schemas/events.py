@@ -138,8 +138,9 @@ class ServiceEvent:
         return hashlib.sha256(body.encode()).hexdigest()[:32]
 
     @classmethod
-    def from_row(cls, row: list[Any]) -> ServiceEvent:
-        """Rebuild an event from :meth:`to_row` (hallstats' own, already validated)."""
+    def from_row(cls, row: list[Any], local: tuple[ZoneInfo, date] | None = None) -> ServiceEvent:
+        """Rebuild an event from :meth:`to_row` (hallstats' own, already validated);
+        ``local`` = (zone, the local date in it) when the sender already knew it."""
         event_id, event_type, utc, hall_id, window_id, department, item, case, fingerprint = row
         # Hot path (every event of every bundle): fill the frozen instance's dict
         # directly instead of eight object.__setattr__ calls; the data is ours.
@@ -156,6 +157,8 @@ class ServiceEvent:
             _utc=utc,
             _fingerprint=fingerprint,
         )
+        if local is not None:
+            event.__dict__["_local"] = local
         return event
 
 

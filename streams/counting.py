@@ -240,7 +240,7 @@ class Counting:
         records = [
             Record(m.partition, bundles.position(m.offset, i), event)
             for m in ordered
-            for i, event in enumerate(bundles.unpack(m.value or b"[]"))
+            for i, event in enumerate(bundles.unpack(m.value or b"[]", settings.zone))
         ]
         seen = state.owners({r.event.event_id: r.shard for r in records})
         counters = Overlay(state)

@@ -177,7 +177,7 @@ class Intake:
                 if target in oldest
                 else None
             )
-            for bundle in bundles.pack(events):
+            for bundle in bundles.pack(events, settings.zone):
                 self._send(settings.by_id_topic, bundle, partition=target, headers=headers)
             forwarded += len(events)
         self._flush()
