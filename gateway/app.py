@@ -52,6 +52,7 @@ class HeaderLimit:
                     431,
                     "headers_too_large",
                     f"request headers: expected at most {MAX_HEADER_BYTES} bytes, got {size}",
+                    headers={"Connection": "close"},  # its body, if any, is not read
                 )
                 await problem.response()(scope, receive, send)
                 return
