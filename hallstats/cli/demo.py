@@ -1,7 +1,8 @@
 """``hallstats demo`` / ``make demo``: the whole path once, on the local stack.
 
 Stack up, generate the calibrated sample year, start a worker, replay the
-year through Kafka, finalize 2024-W50 and print the bulletin paragraph.
+year through Kafka, finalize 2024-W50 and print the bulletin paragraph; then the
+front-desk path once: the gateway, with simulated terminals reporting through it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from rich.console import Console
@@ -105,6 +107,64 @@ def run_demo(settings: Settings, *, console: Console, keep_worker: bool = False)
         finally:
             client.disconnect()
         print(bulletin.paragraph(snap.weekly, snap.year_to_date))
+        front_desk(settings, console)
     finally:
         if not keep_worker:
             stop_worker(proc)
+
+
+def front_desk(settings: Settings, console: Console, terminals: int = 4, events: int = 25) -> None:
+    """The front-desk path once: ``hallstats gateway`` and simulated window terminals
+    (real offline-safe clients) reporting this week's events through it."""
+    from gateway import TokenStore
+    from terminals.sim import SimTerminal, run_terminals
+
+    url = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    log_path = settings.stack_dir.resolve() / "gateway.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hallstats.cli", "gateway"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    store = TokenStore(settings)
+    issued: list[SimTerminal] = []
+    try:
+        _wait_until_healthy(url, proc, log_path)
+        issued = [
+            SimTerminal("hall-demo", window, store.add("hall-demo", window))
+            for window in (f"W{i:02d}" for i in range(1, terminals + 1))
+        ]
+        report = run_terminals(
+            url,
+            issued,
+            settings.stack_dir.resolve() / "demo-terminals",
+            events=events,
+            zone=settings.zone,
+            time_limit=60.0,
+            batch_size=50,
+        )
+        console.print(f"front desk (gateway {url}): {report.summary()}")
+    finally:
+        for terminal in issued:
+            store.revoke(terminal.hall_id, terminal.window_id)
+        store.close()
+        stop_worker(proc)
+
+
+def _wait_until_healthy(
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise OperationalError(f"gateway exited with code {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise OperationalError(f"gateway at {url} did not answer /healthz within {timeout:.0f} s")
