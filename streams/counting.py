@@ -46,7 +46,7 @@ from schemas.rejections import EventRejected, RejectReason
 from streams import bundles
 from streams.gaps import Fetched, fetch, missing
 from streams.lateness import FinalizedWeeks
-from streams.ledger import BatchOutcome, Record, apply_batch
+from streams.ledger import BatchOutcome, Record, SeenRecord, apply_batch
 from streams.sink import ClickHouseSink, SinkObserver
 from streams.stage_stats import StageTallies
 from streams.state import LocalState, Overlay
@@ -248,9 +248,11 @@ class Counting:
         self._dead_letter_conflicts(outcome)
         terminals: dict[tuple[str, str], datetime] = {}  # liveness, heartbeats included
         for r in records:
-            terminal = (r.event.hall_id, r.event.window_id)
-            if terminal not in terminals or r.event.occurred_at > terminals[terminal]:
-                terminals[terminal] = r.event.occurred_at
+            e = r.event
+            terminal = (e.hall_id, e.window_id)
+            latest = terminals.get(terminal)
+            if latest is None or e.occurred_at > latest:
+                terminals[terminal] = e.occurred_at
         positions = {p: max(offs) + 1 for p, offs in offsets.items() if offs}
         sink.write(
             outcome.dirty,
@@ -261,7 +263,10 @@ class Counting:
             heartbeats=outcome.heartbeats,
         )
         state.commit(
-            ((r.shard, r.event.event_id, seen[r.event.event_id]) for r in outcome.first_seen),
+            (  # a first-seen record owns its id: (its fingerprint, its position)
+                (r.shard, r.event.event_id, SeenRecord(r.event.fingerprint(), r.position))
+                for r in outcome.first_seen
+            ),
             counters.written,
             positions,
         )
