@@ -19,6 +19,7 @@ from consumers.completeness import Completeness
 from consumers.finalized import FinalizedWeek
 from schemas.catalog import CATALOG, COUNTED_TYPES
 from schemas.figures import TypeCounts
+from schemas.queries import TERMINAL_HORIZON_TEXT
 
 
 class _Model(BaseModel):
@@ -61,7 +62,11 @@ else:
 class SilentTerminal(_Model):
     hall_id: str
     window_id: str
-    last_seen: datetime = Field(description="Its last event or heartbeat (UTC)")
+    last_seen: str = Field(
+        description="Its last event or heartbeat (UTC, RFC 3339), written exactly as in "
+        "the bulletin JSON",
+        json_schema_extra={"format": "date-time"},
+    )
 
 
 class WeekFigures(_Model):
@@ -75,7 +80,8 @@ class WeekFigures(_Model):
     weekly: Counts
     year_to_date: Counts
     complete: bool | None = Field(
-        description="false: a terminal seen in the 4 weeks before the week's end has sent "
+        description=f"false: a terminal seen in the {TERMINAL_HORIZON_TEXT} before the week's "
+        "end has sent "
         "nothing since (listed in silent_terminals); null while the grace period runs. "
         "Live, as in the bulletin JSON: not part of the version."
     )
@@ -100,10 +106,7 @@ class WeekFigures(_Model):
             weekly=Counts.of(snapshot.weekly),
             year_to_date=Counts.of(snapshot.year_to_date),
             complete=done.complete,
-            silent_terminals=[
-                SilentTerminal(hall_id=t.hall_id, window_id=t.window_id, last_seen=t.last_seen)
-                for t in done.silent
-            ],
+            silent_terminals=[SilentTerminal(**t) for t in done.as_json()["silent_terminals"]],
             content_hash=snapshot.content_hash,
             note=snapshot.note,
             text=bulletin.paragraph(snapshot.weekly, snapshot.year_to_date),

@@ -150,11 +150,18 @@ def load(settings: Settings, week: IsoWeek, version: int | None = None) -> Secti
         ensure_schema(settings, client)
         snapshot = finalized.read(client, settings, week, version)
         split = breakdown.read(client, settings, week, snapshot.version, scope=Scope.DEPARTMENT)
+        point = series.changes(client, settings, snapshot)
+        # The year's series holds each week's latest version; the week rendered shows
+        # the version asked for (--version N), in the chart as in the text.
+        year = tuple(
+            point if p.snapshot.week == week else p
+            for p in series.year(client, settings, week.year)
+        )
         return Section(
-            point=series.changes(client, settings, snapshot),
+            point=point,
             workdays=working_days(week),
             departments=None if split is None else split.departments,
-            year_series=tuple(series.year(client, settings, week.year)),
+            year_series=year,
         )
     finally:
         client.disconnect()

@@ -33,6 +33,14 @@ def display_width(text: str) -> int:
     )
 
 
+def visible(text: str) -> str:
+    """Control characters (a name may hold one: the contract accepts it) spelled as
+    escapes, so a cell never breaks its row."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def _pad(text: str, width: int, *, right: bool) -> str:
     fill = " " * max(0, width - display_width(text))
     return fill + text if right else text + fill
@@ -60,7 +68,9 @@ def table_lines(table: Table, width: int = WIDTH) -> list[str]:
     """The table as lines aligned in a monospace terminal: names left, figures right,
     rules around the body, the 合计 row last; blocks separated by a blank line."""
     headers = [_split_header(cell) for cell in table.header]
-    rows = [*table.rows, table.total]
+    body = [[visible(cell) for cell in row] for row in table.rows]
+    total = [visible(cell) for cell in table.total]
+    rows = [*body, total]
     widths = [
         max(display_width(text) for text in (*headers[i], *(row[i] for row in rows)))
         for i in range(len(table.header))
@@ -80,8 +90,8 @@ def table_lines(table: Table, width: int = WIDTH) -> list[str]:
             lines.append("")
         units = line(headers[c][1] for c in shown)
         lines += [line(headers[c][0] for c in shown), *([units] if units else []), rule]
-        lines += [line(row[c] for c in shown) for row in table.rows]
-        lines += [rule, line(table.total[c] for c in shown)]
+        lines += [line(row[c] for c in shown) for row in body]
+        lines += [rule, line(total[c] for c in shown)]
     return lines
 
 

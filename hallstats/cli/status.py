@@ -90,7 +90,7 @@ def rates(first: Samples, second: Samples, seconds: float) -> dict[str, float]:
 @dataclass(frozen=True)
 class WeekRow:
     week: IsoWeek
-    state: str  # open | closing | closing, overdue | final vN
+    state: str  # open | closing | closing, overdue [(stream behind)] | final vN
     counts: TypeCounts
 
 
@@ -150,6 +150,11 @@ def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
                 if status.state is WeekState.FINAL
                 else _STATE_SHOWN[status.state]
             )
+            if status.state is WeekState.CLOSING and not status.grace_running:
+                # Overdue on the clock, as the WeekNotFinalizedPastDeadline alert says,
+                # even when the stream has not reached the grace end (a stalled worker
+                # or silent terminals are exactly what the operator must see).
+                state = "closing, overdue (stream behind)"
             report.weeks.append(WeekRow(week, state, figures.weekly(client, settings, week)))
             week = week.previous()
         report.windows = [
@@ -230,8 +235,10 @@ def render(report: Report, settings: Settings) -> RenderableType:
             column, justify="right" if column in {t.value for t in COUNTED_TYPES} else "left"
         )
     for row in report.weeks:
-        style = {"open": "cyan", "closing": "yellow", "closing, overdue": "red"}.get(
-            row.state, "green"
+        style = (
+            "red"
+            if row.state.startswith("closing, overdue")
+            else {"open": "cyan", "closing": "yellow"}.get(row.state, "green")
         )
         weeks.add_row(
             str(row.week),

@@ -18,7 +18,7 @@ from tests.support.services import ROOT, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-#: Section 四(一) of the user's bulletin, copied from shared/reference into the repository.
+#: Section 四(一) of the user's bulletin, copied into the repository (tests read only it).
 REFERENCE = ROOT / "tests" / "data" / "bulletin-2024-w50-section-4-1.txt"
 PARAGRAPH = re.compile(
     r"本周，共计咨询\d+人次、受理\d+件、颁发\d+件、流转\d+件次。"

@@ -284,8 +284,7 @@ def terminals(stack: Settings) -> Iterator[Settings]:
 
 
 def _completeness(body: dict[str, Any]) -> tuple[bool | None, list[tuple[str, str, datetime]]]:
-    """``complete`` and the silent terminals, with times parsed (the API writes UTC as
-    ``Z``, the bulletin JSON as ``+00:00``: the same instant)."""
+    """``complete`` and the silent terminals, with times parsed."""
     return body["complete"], [
         (t["hall_id"], t["window_id"], datetime.fromisoformat(t["last_seen"]))
         for t in body["silent_terminals"]
@@ -304,12 +303,16 @@ def test_completeness_equals_the_bulletin_json(terminals: Settings) -> None:
         (waiting, W50, (None, silent_a)),  # grace running: not judged, silence still listed
     ):
         with TestClient(create_app(config)) as api:
-            from_api = _completeness(get(api, f"/weeks/{week}"))
+            body = get(api, f"/weeks/{week}")
+        from_api = _completeness(body)
         bulletin = json.loads(render(config, week, None, "json").data)
         assert from_api == _completeness(bulletin) == expected, (
             week,
             config.finalize_grace_seconds,
         )
+        # Same code, same words: the raw fields are identical, not only the instants.
+        for field in ("complete", "silent_terminals"):
+            assert body[field] == bulletin[field], (week, field)
 
 
 def test_bearer_token_when_configured(seeded: Settings) -> None:

@@ -29,7 +29,7 @@ from schemas.figures import TypeCounts
 from schemas.workdays import workday
 from terminals.apportion import apportion
 
-#: Section 四(一) of the 2024-W50 bulletin (reference/weekly-bulletin-2024-w50.txt).
+#: Section 四(一) of the user's 2024-W50 bulletin (copy: tests/data/bulletin-2024-w50-*.txt).
 BULLETIN_WEEK = IsoWeek(2024, 50)
 BULLETIN_WEEKLY = TypeCounts(consult=1627, accept=578, issue=3897, transfer=5464)
 BULLETIN_YTD = TypeCounts(consult=78946, accept=32381, issue=156964, transfer=346703)

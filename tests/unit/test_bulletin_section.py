@@ -266,3 +266,21 @@ def _section(*, wow: Changes | None = None, departments: tuple[Share, ...] | Non
         departments=None if departments is None else (departments or shares),
         year_series=(),
     )
+
+
+def test_text_table_escapes_control_characters_in_names() -> None:
+    from consumers.render.text import visible
+
+    assert visible("民政\n厅") == "民政\\n厅"
+    assert visible("公安厅") == "公安厅"
+    assert visible("a\tb\x00") == "a\\tb\\x00"
+
+
+def test_a_name_with_a_newline_keeps_its_table_row_on_one_line() -> None:
+    from consumers.render.section import Table
+    from consumers.render.text import table_lines
+
+    table = Table(("单位", "咨询（人次）"), (("民政\n厅", "3"), ("公安厅", "4")), ("合计", "7"))
+    lines = table_lines(table)
+    assert not any("\n" in line for line in lines)
+    assert any(line.startswith("民政\\n厅") for line in lines)

@@ -9,7 +9,7 @@ from hallstats.cli.main import build_parser
 from hallstats.settings import Settings, settings_table
 
 ROOT = Path(__file__).resolve().parents[2]
-PATH = re.compile(r"\b((?:[a-z_.]+/)+[a-z_0-9.-]+\.(?:py|sh|yml|yaml|json|toml))")
+PATH = re.compile(r"\b((?:[A-Za-z0-9_.-]+/)+[A-Za-z0-9_.-]+\.(?:py|sh|yml|yaml|json|toml|txt))")
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
@@ -52,9 +52,18 @@ def test_paths_the_docs_name_exist() -> None:
     missing = [
         f"{doc}: {path}"
         for doc, text in texts.items()
-        for path in re.findall(
-            r"\b((?:[a-z_.]+/)+[a-z_0-9.-]+\.(?:py|sh|yml|yaml|json|toml))", text
-        )
+        for path in PATH.findall(text)
         if not (ROOT / path).exists() and not path.startswith(("~", "/", ".stack/", ".venv/"))
     ]
+    assert not missing, missing
+
+
+def test_files_the_layout_table_names_exist() -> None:
+    """Each Layout row names files and folders by their bare names, under its folder."""
+    missing = []
+    for row in re.findall(r"^\| (`[^|]+`) \| (.+) \|$", _section("Layout"), flags=re.M):
+        folders = re.findall(r"`([^`]+/)`", row[0])
+        for name in re.findall(r"`([A-Za-z0-9_.-]+(?:\.py|\.json|\.sh|/))`", row[1]):
+            if not any((ROOT / folder / name).exists() for folder in folders):
+                missing.append(f"{folders}: {name}")
     assert not missing, missing
