@@ -289,3 +289,41 @@ def test_unfinalized_week_and_missing_version(seeded: Settings) -> None:
             done = hallstats(seeded, "bulletin", *args, "--format", fmt)
             assert done.returncode == 2, (args, fmt, done.stderr)
             assert "expected" in done.stderr
+
+
+def test_chart_highlights_the_version_rendered(stack: Settings) -> None:
+    """``--version N`` shows vN in the chart too, not the week's latest version."""
+    from datetime import UTC, datetime
+
+    from consumers import finalized
+
+    settings = stack.model_copy(update={"clickhouse_database": f"hs_chart_{uuid.uuid4().hex[:8]}"})
+    week = IsoWeek(2024, 50)
+    first = TypeCounts(consult=10, accept=20, issue=30, transfer=40)
+    second = TypeCounts(consult=11, accept=21, issue=31, transfer=41)
+    client = connect(settings)
+    try:
+        ensure_schema(settings, client)
+        for version, weekly in ((1, first), (2, second)):
+            snapshot = finalized.FinalizedWeek(
+                week,
+                version,
+                datetime(2024, 12, 17, version, tzinfo=UTC),
+                weekly,
+                weekly,
+                finalized.content_hash(week, weekly, weekly),
+            )
+            finalized.store(client, settings, snapshot)
+        for version, weekly in ((1, first), (2, second), (None, second)):
+            shown = section.load(settings, week, version)
+            points = {p.snapshot.week: p.snapshot.weekly for p in shown.year_series}
+            assert points[week] == weekly, version
+            plot = chart.plot_data(shown.year_series, 2024)
+            assert [plot.values[t][week.week - 1] for t in CATALOG] == [
+                weekly.get(t) for t in CATALOG
+            ]
+    finally:
+        execute(
+            client, f"DROP DATABASE IF EXISTS {settings.clickhouse_database}", settings=settings
+        )
+        client.disconnect()
