@@ -48,6 +48,7 @@ from deploy.processes import (
     write_atomic,
 )
 from hallstats.errors import OperationalError
+from hallstats.kafka import DLQ_TOPIC_CONFIG, set_topic_configs
 from hallstats.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -376,8 +377,15 @@ def _ensure_topics(settings: Settings, port: int, progress: Progress) -> None:
                 len(existing[name].partitions),
                 partitions,
             )
+    configs = {settings.dlq_topic: dict(DLQ_TOPIC_CONFIG)}  # a dead letter may exceed 1 MB
+    set_topic_configs(admin, {n: c for n, c in configs.items() if n in existing})
     missing = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=1,
+            config=configs.get(name, {}),
+        )
         for name, partitions in wanted.items()
         if name not in existing
     ]

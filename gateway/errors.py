@@ -51,6 +51,17 @@ class GatewayProblem(Exception):
             headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
         )
 
+    @classmethod
+    def refused(cls, exc: OperationalError) -> GatewayProblem:
+        """Kafka refused for good (e.g. MSG_SIZE_TOO_LARGE): re-sending the same request
+        fails the same way, so no Retry-After; the operator must look."""
+        return cls(
+            500,
+            "kafka_refused",
+            f"{exc}; nothing of this request was accepted, and re-sending it as it is "
+            "will fail the same way: tell the operator",
+        )
+
     def response(self) -> JSONResponse:
         return JSONResponse(
             self.body.model_dump(), status_code=self.status, headers=self.headers or None

@@ -10,6 +10,7 @@ original bytes (the same record the worker writes, source ``http:gateway``).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,13 +28,15 @@ from gateway.errors import GatewayProblem, unauthorized
 from gateway.limits import TokenBuckets, retry_after
 from gateway.metrics import GatewayMetrics
 from gateway.models import EventResult, Results
-from gateway.producer import AckProducer, KafkaNotAcknowledged, Outgoing
+from gateway.producer import AckProducer, KafkaNotAcknowledged, KafkaRefused, Outgoing
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.dlq import SourcePosition, dead_letter
 from schemas.events import ServiceEvent, parse_event
 from schemas.keys import terminal_key
 from schemas.rejections import EventRejected
+
+log = logging.getLogger(__name__)
 
 SOURCE = "http:gateway"  # the DLQ record's source topic for events rejected here
 _MAX_TOKEN_CHARS = 512
@@ -68,6 +71,9 @@ class Ingest:
             response = await self._handle(request)
         except GatewayProblem as problem:
             response = problem.response()
+        except KafkaRefused as exc:  # permanent: a 503 would be retried forever
+            log.error("gateway: %s", exc)
+            response = GatewayProblem.refused(exc).response()
         except OperationalError as exc:  # ClickHouse (tokens) or Kafka unavailable
             response = GatewayProblem.unavailable(exc).response()
         self.metrics.answered(response.status_code, time.perf_counter() - started)

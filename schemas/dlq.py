@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+# The original also as text, for a human reading the topic, only up to this size:
+# the base64 copy is the authoritative one, and a second full copy of a large
+# original would double the record (past what the DLQ topic takes).
+ORIGINAL_TEXT_MAX_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class SourcePosition:
@@ -26,12 +31,15 @@ def dead_letter(
     key: bytes | None = None,
     now: datetime | None = None,
 ) -> bytes:
-    """The DLQ message value: machine-readable reason plus the original bytes (base64)."""
-    text: str | None
-    try:
-        text = original.decode("utf-8") if original is not None else None
-    except UnicodeDecodeError:
-        text = None
+    """The DLQ message value: machine-readable reason plus the original bytes (base64),
+    and the original as text too when it is UTF-8 and at most
+    :data:`ORIGINAL_TEXT_MAX_BYTES` (else ``original_text`` is null)."""
+    text: str | None = None
+    if original is not None and len(original) <= ORIGINAL_TEXT_MAX_BYTES:
+        try:
+            text = original.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
     body = {
         **rejection,
         "source": {

@@ -24,7 +24,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from hallstats.errors import OperationalError
-from hallstats.kafka import client_config, ensure_topics
+from hallstats.kafka import DLQ_TOPIC_CONFIG, client_config, ensure_topics
 from hallstats.settings import Settings
 from streams.stage_stats import StageTallies
 
@@ -37,7 +37,7 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     """Topics the worker needs, with partitions and config, named as Faust names them."""
     return {
         settings.topic: (settings.partitions, {}),
-        settings.dlq_topic: (1, {}),
+        settings.dlq_topic: (1, dict(DLQ_TOPIC_CONFIG)),
         settings.by_id_topic: (settings.partitions, {}),
         f"{settings.app_id}-__assignor-__leader": (1, {}),
     }
