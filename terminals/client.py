@@ -19,6 +19,8 @@ gateway answered for it.
 from __future__ import annotations
 
 import json
+import logging
+import random
 import threading
 import time
 import uuid
@@ -27,10 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from schemas.events import SCHEMA_VERSION, validate_object
-from terminals.sender import DRAINED, FATAL, Backoff, DrainReport, RequestHook, Sender
+from terminals.sender import (
+    DRAINED,
+    ERROR,
+    FATAL,
+    Backoff,
+    DrainReport,
+    RequestHook,
+    Sender,
+)
 from terminals.spool import Rejection, Spool, SpoolCounts
 
 IDLE_POLL_SECONDS = 5.0  # the background sender also looks now and then (another process)
+
+log = logging.getLogger(__name__)
 
 
 class TerminalClient:
@@ -68,10 +80,15 @@ class TerminalClient:
             raise
         self.linger = linger  # seconds the background sender waits to fill a batch
         self.totals = DrainReport()  # what the background sender did so far
-        self.failure: DrainReport | None = None  # set when the gateway refused for good
+        # The last failure of the background sender: the gateway refused for good (it
+        # stopped), or an unexpected error (stop ``ERROR``, redacted; it retries).
+        self.failure: DrainReport | None = None
+        self.errors = 0  # unexpected errors of the background sender so far
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._rng = random.Random()
 
     def record(
         self,
@@ -105,34 +122,39 @@ class TerminalClient:
 
     def flush(self, timeout: float | None = None) -> DrainReport:
         """Drain now, in this thread (not while the background sender runs)."""
-        if self._thread is not None:
+        if self.running():
             raise RuntimeError("flush: the background sender is running; use close()")
         deadline = None if timeout is None else time.monotonic() + timeout
         return self.sender.drain(deadline=deadline)
 
     def start(self) -> None:
-        """Run the sender in a background thread until ``close``."""
-        if self._thread is None:
+        """Run the sender in a background thread until ``close`` (again after it
+        stopped on a refusal for good, once the operator fixed the cause)."""
+        with self._thread_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
             self._thread = threading.Thread(
                 target=self._run, name=f"sender-{self.hall_id}-{self.window_id}", daemon=True
             )
             self._thread.start()
 
+    def running(self) -> bool:
+        """Whether the background sender is running."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def close(self, drain_timeout: float = 0.0) -> SpoolCounts:
         """Give the background sender up to ``drain_timeout`` s to empty the spool, stop it
         and close the spool. Whatever is still pending stays on disk for next time."""
-        if self._thread is not None:
+        thread = self._thread
+        if thread is not None:
             deadline = time.monotonic() + drain_timeout
-            while (
-                self._thread.is_alive()
-                and time.monotonic() < deadline
-                and self.spool.counts().pending
-            ):
+            while thread.is_alive() and time.monotonic() < deadline and self.spool.counts().pending:
                 self._wake.set()
                 time.sleep(0.05)
             self._stop.set()
             self._wake.set()
-            self._thread.join()
+            thread.join()
             self._thread = None
         counts = self.spool.counts()
         self.sender.close()
@@ -146,9 +168,31 @@ class TerminalClient:
         return self.spool.rejections()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            with self._thread_lock:
+                if self._thread is threading.current_thread():
+                    self._thread = None  # ended: start() may run a new one
+
+    def _loop(self) -> None:
+        errors = 0
         while not self._stop.is_set():
             self._wake.clear()
-            report = self.sender.drain(stop=self._stop)
+            try:
+                report = self.sender.drain(stop=self._stop)
+            except Exception as exc:
+                # The spool (a locked or full disk), a hook, a bug: what was not answered
+                # is still pending. Record it (never the token) and try again later.
+                errors += 1
+                self.errors += 1
+                detail = self.sender.redact(f"{type(exc).__name__}: {exc}")[:500]
+                self.failure = DrainReport(stop=ERROR, detail=detail)
+                log.warning("terminal %s/%s sender: %s", self.hall_id, self.window_id, detail)
+                self.sender.close()
+                self._stop.wait(self.sender.backoff.delay(errors, self._rng))
+                continue
+            errors = 0
             self._add(report)
             if report.stop in FATAL:
                 self.failure = report  # the operator must act; retrying will not help

@@ -44,6 +44,31 @@ UNAUTHORIZED = "unauthorized"  # 401: missing, unknown or revoked token
 FORBIDDEN = "forbidden"  # 403: the token belongs to another hall/window
 REFUSED = "refused"  # another 4xx, or an answer that does not match the batch
 FATAL = frozenset({UNAUTHORIZED, FORBIDDEN, REFUSED})
+ERROR = "error"  # an unexpected exception (the spool, a hook): retried after backoff
+
+
+def check_token(token: str) -> str:
+    """The token without surrounding whitespace (a copied line's newline), or a
+    :class:`DataError` when it holds a control character, a space or non-ASCII
+    (the message never shows the token: it is a credential)."""
+    token = token.strip()
+    if not token:
+        raise DataError(
+            "terminal token: expected the token `hallstats terminals add` printed, got none"
+        )
+    for at, char in enumerate(token):
+        if not (char.isascii() and char.isprintable()) or char.isspace():
+            kind = (
+                "a control character"
+                if not char.isprintable()
+                else "a space or non-ASCII character"
+            )
+            raise DataError(
+                f"terminal token: expected printable ASCII (as `hallstats terminals add` "
+                f"prints it), got {kind} (code point {ord(char)}) at position {at} of "
+                f"{len(token)}; copy the token's line again"
+            )
+    return token
 
 
 @dataclass
@@ -110,7 +135,7 @@ class Sender:
         self._host = parts.hostname
         self._port = parts.port
         self._path = parts.path.rstrip("/") + "/v1/events"
-        self._token = token
+        self._token = check_token(token)
         self.batch_size = max(1, min(batch_size, MAX_EVENTS))
         self.timeout = timeout
         self.backoff = backoff or Backoff()
@@ -118,6 +143,10 @@ class Sender:
         self._on_request = on_request
         self._rng = rng or random.Random()
         self._conn: http.client.HTTPConnection | None = None
+
+    def redact(self, text: str) -> str:
+        """``text`` with the token blanked out (for errors shown or logged)."""
+        return text.replace(self._token, "[token]")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -264,7 +293,9 @@ class Sender:
 
 def _retry_after(value: str | None) -> float:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), stretched
-    by up to 20% so that terminals told the same do not return together; 0 if absent."""
+    by up to 20% so that terminals told the same do not return together; 0 (use the
+    backoff) if absent or not in the future: a ``Retry-After: 0`` must not make a
+    terminal retry at once, over and over."""
     if not value:
         return 0.0
     try:
@@ -274,8 +305,10 @@ def _retry_after(value: str | None) -> float:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return 0.0
-    seconds = min(max(seconds, 0.0), MAX_RETRY_AFTER)
-    return seconds * random.uniform(1.0, 1.2) if seconds > 0 else 0.05
+    if not seconds > 0:  # 0, negative, a date past, NaN: no advice, use the backoff
+        return 0.0
+    seconds = min(seconds, MAX_RETRY_AFTER)
+    return seconds * random.uniform(1.0, 1.2)
 
 
 def _excerpt(reply: _Reply) -> str:

@@ -11,6 +11,7 @@ first), and the report says so.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -119,19 +120,38 @@ def run_terminals(
                 report.latencies.append(seconds)
                 last_answer[:] = [now]
 
+    def barrier_wait() -> float:
+        return max(0.0, deadline - time.monotonic()) + 60
+
     def terminal(index: int, spec: SimTerminal) -> None:
         rng = random.Random(seed * 1_000_003 + index)
-        client = TerminalClient(
-            gateway_url,
-            spec.token,
-            spool_file(spool_dir, spec),
-            spec.hall_id,
-            spec.window_id,
-            batch_size=batch_size,
-            timeout=timeout,
-            linger=linger,
-            on_request=on_request,
-        )
+        arrived = False
+
+        def arrive() -> None:
+            """Reach the barrier once; the others never wait for a terminal that failed."""
+            nonlocal arrived
+            if recorded is None or arrived:
+                return
+            arrived = True
+            with contextlib.suppress(threading.BrokenBarrierError):
+                recorded.wait(barrier_wait())
+            sending.wait(barrier_wait())
+
+        try:
+            client = TerminalClient(
+                gateway_url,
+                spec.token,
+                spool_file(spool_dir, spec),
+                spec.hall_id,
+                spec.window_id,
+                batch_size=batch_size,
+                timeout=timeout,
+                linger=linger,
+                on_request=on_request,
+            )
+        except BaseException:
+            arrive()
+            raise
         before = client.counts()
         types: Counter[str] = Counter()
         try:
@@ -155,8 +175,7 @@ def run_terminals(
                         time.sleep(ahead)
         finally:
             if recorded is not None:
-                recorded.wait()
-                sending.wait()
+                arrive()
                 client.start()
             counts = client.close(drain_timeout=max(0.0, deadline - time.monotonic()))
         with lock:
@@ -189,7 +208,8 @@ def run_terminals(
     for thread in threads:
         thread.start()
     if recorded is not None:
-        recorded.wait()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            recorded.wait(barrier_wait())
         sending.set()
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()) + 60)

@@ -145,7 +145,8 @@ class Spool:
 
     def settle(self, verdicts: Sequence[Verdict]) -> None:
         """Apply the gateway's answers in one transaction: accepted rows are deleted
-        (and tallied), rejected rows are kept with the reason."""
+        (and tallied, those actually deleted only: a second sender on the same spool
+        may have settled some already), rejected rows are kept with the reason."""
         accepted = [(v.seq,) for v in verdicts if v.accepted]
         rejected = [
             (v.reason, v.field, v.message, _now(), v.seq) for v in verdicts if not v.accepted
@@ -153,9 +154,9 @@ class Spool:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
+                deleted = self._db.executemany(
                     "DELETE FROM spool WHERE seq = ? AND state = 'pending'", accepted
-                )
+                ).rowcount
                 self._db.executemany(
                     "UPDATE spool SET state = 'rejected', reason = ?, field = ?, message = ?, "
                     "answered_at = ? WHERE seq = ? AND state = 'pending'",
@@ -164,7 +165,7 @@ class Spool:
                 self._db.execute(
                     "INSERT INTO tally (name, value) VALUES ('accepted', ?) "
                     "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                    (len(accepted),),
+                    (max(0, deleted),),  # rows another sender settled already are not new
                 )
                 self._db.execute("COMMIT")
             except BaseException:

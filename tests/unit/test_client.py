@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -22,13 +25,15 @@ from schemas.rejections import EventRejected
 from terminals.client import TerminalClient
 from terminals.sender import (
     DRAINED,
+    ERROR,
     FORBIDDEN,
     REFUSED,
     UNAUTHORIZED,
     Backoff,
     Sender,
 )
-from terminals.spool import Spool
+from terminals.sim import SimReport
+from terminals.spool import Spool, Spooled, Verdict
 from tests.support.scripted_gateway import (
     ACCEPT,
     ACCEPT_THEN_DROP,
@@ -276,3 +281,127 @@ def test_simulated_terminals_deliver_everything_they_created(
         assert len(set(gw.seen.produced)) == 240 and not gw.seen.resent_after_delivery
         assert report.latencies and report.send_seconds > 0
         assert {f"Bearer token-{i}" for i in range(6)} == set(gw.seen.auth)
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_copied_token_line_is_stripped_and_control_characters_are_refused(
+    tmp_path: Path,
+) -> None:
+    from hallstats.errors import DataError
+
+    with scripted_gateway([]) as gw:
+        c = TerminalClient(gw.url, f"  {TOKEN}\n", tmp_path / "s.sqlite", "hall-a", "W01")
+        record(c, 3)
+        assert c.flush(timeout=10).accepted == 3
+        assert gw.seen.auth == [f"Bearer {TOKEN}"]
+        c.close()
+    secret = "hst_s3cret-value"
+    for bad in (f"{secret}\r\nX-Evil: 1", f"{secret}\x00", "hst_s3cret value", ""):
+        with pytest.raises(DataError) as refused:
+            TerminalClient("http://127.0.0.1:9", bad, tmp_path / "b.sqlite", "hall-a", "W01")
+        assert "s3cret" not in str(refused.value) and "token" in str(refused.value)
+
+
+@pytest.mark.parametrize("where", ["hook", "spool"])
+def test_the_background_sender_survives_unexpected_errors_without_leaking_the_token(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], where: str
+) -> None:
+    """An exception from the on_request hook or the spool (a locked database) is
+    recorded, redacted, and retried after the backoff; the thread lives on."""
+    raised: list[int] = []
+
+    def boom() -> None:
+        if len(raised) < 2:
+            raised.append(1)
+            if where == "hook":
+                raise ValueError(f"hook failed for Bearer {TOKEN}")
+            raise sqlite3.OperationalError(f"database is locked ({TOKEN})")
+
+    with scripted_gateway([]) as gw:
+        c = client(gw, tmp_path, on_request=(lambda *_: boom()) if where == "hook" else None)
+        if where == "spool":
+            real = c.spool.next_batch
+
+            def next_batch(limit: int, max_bytes: int) -> list[Spooled]:
+                boom()
+                return real(limit, max_bytes)
+
+            c.spool.next_batch = next_batch  # type: ignore[method-assign]
+        created = record(c, 10)
+        c.start()
+        assert _wait(lambda: c.counts().pending == 0 and len(raised) == 2), c.failure
+        assert c.running() and c.errors == 2
+        assert c.failure is not None and c.failure.stop == ERROR
+        assert TOKEN not in c.failure.detail and "[token]" in c.failure.detail
+        assert set(gw.seen.produced) >= set(created)
+        c.close()
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err
+
+
+def test_start_runs_a_new_sender_once_the_old_one_ended(tmp_path: Path) -> None:
+    with scripted_gateway([status(401)]) as gw:
+        c = client(gw, tmp_path)
+        created = record(c, 5)
+        c.start()
+        assert _wait(lambda: not c.running())
+        assert c.failure is not None and c.failure.stop == UNAUTHORIZED
+        c.start()  # the operator fixed the token: sending resumes
+        assert _wait(lambda: c.counts().pending == 0)
+        assert set(gw.seen.produced) == set(created)
+        c.close()
+
+
+@pytest.mark.parametrize("advice", ["0", "-5", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_retry_after_zero_negative_or_past_uses_the_backoff(tmp_path: Path, advice: str) -> None:
+    with scripted_gateway([status(503, advice), status(503, advice), ACCEPT]) as gw:
+        c = TerminalClient(
+            gw.url, TOKEN, tmp_path / "s.sqlite", "hall-a", "W01", backoff=Backoff(0.2, 1.0)
+        )
+        record(c, 4)
+        assert c.flush(timeout=30).accepted == 4
+        gaps = [b - a for a, b in zip(gw.seen.times, gw.seen.times[1:], strict=False)]
+        assert gaps[0] >= 0.1 and gaps[1] >= 0.2, gaps  # half of 0.2, then of 0.4
+        c.close()
+
+
+def test_settle_tallies_only_rows_it_deleted(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.sqlite") as spool, Spool(tmp_path / "s.sqlite") as other:
+        for i in range(3):
+            spool.add(str(uuid.uuid4()), f'{{"n": {i}}}')
+        batch = spool.next_batch(10, 10_000)
+        verdicts = [Verdict(s.seq, accepted=True) for s in batch]
+        other.settle(verdicts)  # a second sender got the answer first
+        spool.settle(verdicts)
+        assert spool.counts().accepted == 3 and spool.counts().pending == 0
+
+
+def test_record_first_sim_does_not_hang_when_a_terminal_cannot_start(tmp_path: Path) -> None:
+    from terminals.sim import SimTerminal, run_terminals
+
+    fleet = [SimTerminal("hall-sim", "W01", "token-1"), SimTerminal("hall-sim", "W02", "bad\x00")]
+    done: list[SimReport] = []
+    with scripted_gateway([]) as gw:
+        runner = threading.Thread(
+            target=lambda: done.append(
+                run_terminals(gw.url, fleet, tmp_path, events=5, time_limit=30, record_first=True)
+            ),
+            daemon=True,
+        )
+        runner.start()
+        runner.join(20)
+        assert done, "terminal-sim --record-first hung on a terminal that could not start"
+    (report,) = done
+    assert report.accepted == 5 and len(report.failures) == 1
+    assert "W02" in report.failures[0] and "bad" not in report.failures[0].split(":", 1)[1]
