@@ -59,8 +59,11 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         linger_ms=20,
         compression_type="lz4",
         message_timeout_ms=120_000,
-        message_max_bytes=DLQ_MAX_MESSAGE_BYTES,
-        **extra,
+        # never less than a dead letter's size: every producer may dead-letter
+        **{
+            **extra,
+            "message_max_bytes": max(DLQ_MAX_MESSAGE_BYTES, extra.get("message_max_bytes", 0)),
+        },
     )
 
 

@@ -72,7 +72,7 @@ class Intake:
             producer_config(
                 settings,
                 batch_size=1_000_000,
-                message_max_bytes=2 * bundles.MAX_BUNDLE_BYTES,
+                # message.max.bytes: producer_config's, over a bundle and a dead letter
                 queue_buffering_max_kbytes=512 * 1024,
             )
         )
