@@ -7,7 +7,8 @@ validated exactly as the worker validates a Kafka message (:func:`schemas.events
 produced as sent, and dead-lettered with its original bytes when rejected.
 
 What cannot be split into events (an unknown content type, a broken array, a body
-that is not UTF-8 where the array needs text) is a :class:`BodyProblem`: the whole
+that is not UTF-8 where the array needs text, several JSON values sent as
+``application/json``) is a :class:`BodyProblem`: the whole
 request is refused with a 4xx saying what was expected and what came.
 """
 
@@ -21,7 +22,19 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 ACCEPTED_TYPES = (JSON, NDJSON)
 _WHITESPACE = b" \t\r\n"
-_DECODER = json.JSONDecoder()
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark: some Windows tools put one in front
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
+# Finds where each value ends without building numbers or objects: a 5,000-digit
+# integer or a NaN is the element's own problem (judged like the worker judges it),
+# not the request's.
+_DECODER = json.JSONDecoder(
+    parse_int=_nothing, parse_float=_nothing, parse_constant=_nothing, object_pairs_hook=_nothing
+)
 
 
 class BodyProblem(DataError):
@@ -65,12 +78,15 @@ def media_type(header: str | None) -> str:
 
 def split(body: bytes, kind: str, max_events: int) -> list[bytes]:
     """The messages of a body of media type ``kind``, in order (at most ``max_events``)."""
+    body = body.removeprefix(_BOM)  # framing, not part of the first event
     if kind == NDJSON:
         events = [line.rstrip(b"\r") for line in body.split(b"\n")]
         events = [line for line in events if line.strip(_WHITESPACE)]
+    elif (stripped := body.strip(_WHITESPACE)).startswith(b"["):
+        events = _array(stripped, max_events)
     else:
-        stripped = body.strip(_WHITESPACE)
-        events = _array(stripped, max_events) if stripped.startswith(b"[") else [stripped]
+        _one_value(stripped)
+        events = [stripped]
     if not events or events == [b""]:
         raise BodyProblem(
             400,
@@ -92,6 +108,27 @@ def _too_many(max_events: int) -> BodyProblem:
     )
 
 
+def _one_value(body: bytes) -> None:
+    """Refuse a JSON body that holds more than one value (JSON Lines sent as
+    application/json): it is not one event to reject, but a framing mistake. A body
+    that is not UTF-8 or not JSON at all is one message, judged like the worker's."""
+    try:
+        text = body.decode("utf-8")
+        _value, end = _DECODER.raw_decode(text, 0)
+    except (ValueError, RecursionError):
+        return
+    at = _skip(text, end)
+    if at != len(text):
+        line = text.count("\n", 0, at) + 1
+        raise BodyProblem(
+            400,
+            "invalid_body",
+            f"request body ({JSON}) at line {line}: expected one JSON value (an event, or "
+            f"an array of events), got another value after the first; send JSON Lines as "
+            f"{NDJSON}",
+        )
+
+
 def _array(body: bytes, max_events: int) -> list[bytes]:
     """Each element's exact text, found by decoding the array one value at a time."""
     try:
@@ -110,7 +147,12 @@ def _array(body: bytes, max_events: int) -> list[bytes]:
     while True:
         try:
             _value, end = _DECODER.raw_decode(text, at)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:  # nested too deeply to decode: the element's problem
+            closed = _end_of_nested(text, at)
+            if closed is None:
+                raise _broken(text, at, "a JSON value (nested too deeply, never closed)") from None
+            end = closed
+        except ValueError as exc:
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
             raise _broken(text, at, f"a JSON value ({detail})") from None
         events.append(text[at:end].encode("utf-8"))
@@ -124,6 +166,29 @@ def _array(body: bytes, max_events: int) -> list[bytes]:
         if at >= len(text) or text[at] != ",":
             raise _broken(text, at, "',' or ']'")
         at = _skip(text, at + 1)
+
+
+def _end_of_nested(text: str, at: int) -> int | None:
+    """Where the array or object starting at ``at`` closes (brackets counted outside
+    strings), or None when it does not."""
+    depth = 0
+    i, n = at, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        elif depth == 0 and char not in " \t\r\n":
+            return None
+        i += 1
+    return None
 
 
 def _skip(text: str, at: int) -> int:

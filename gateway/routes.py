@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from gateway import body
-from gateway.auth import Terminal, TokenStore
+from gateway.auth import TOKEN_PREFIX, Terminal, TokenStore
 from gateway.errors import GatewayProblem, unauthorized
 from gateway.limits import TokenBuckets, retry_after
 from gateway.metrics import GatewayMetrics
@@ -132,8 +132,7 @@ class Ingest:
         scheme, _, token = header.strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            # never echo the credentials: name the scheme only
-            raise unauthorized(f"{expected}, got scheme {scheme[:20]!r}")
+            raise unauthorized(f"{expected}, got {_scheme_shown(scheme, token)}")
         if len(token) > _MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable():
             raise unauthorized(f"{expected}: the token is not one hallstats issued")
         terminal = await run_in_threadpool(self.tokens.lookup, token)
@@ -216,6 +215,18 @@ class Ingest:
         status = 202 if accepted else 422
         content = Results(results=results).model_dump(exclude_none=True)
         return JSONResponse(content, status_code=status)
+
+
+def _scheme_shown(scheme: str, rest: str) -> str:
+    """The scheme of a refused Authorization header as the answer may show it: never
+    the credentials, so only a short word (``Basic``, ``Token``) that does not look
+    like a token; a header with no scheme (the token alone) is "no scheme"."""
+    if scheme.lower() == "bearer":
+        return "'Bearer' without a token"
+    word = scheme.isascii() and scheme.isalpha() and len(scheme) <= 16
+    if word and rest and not scheme.lower().startswith(TOKEN_PREFIX.rstrip("_").lower()):
+        return f"scheme {scheme!r}"
+    return "no scheme"
 
 
 def _too_large(limit: int, got: str) -> GatewayProblem:

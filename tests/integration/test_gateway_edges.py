@@ -159,3 +159,69 @@ def test_kafka_refusing_for_good_is_500_without_retry_after(
             assert huge["event_id"] not in _ids_on_topic(settings)
     finally:
         gateway.stop()
+
+
+# ---------------------------------------------------------------- framing
+
+
+def test_an_array_after_a_byte_order_mark_is_its_events(gw: Gateway, token: str) -> None:
+    events = [ev(), ev()]
+    answer = gw.post(token, b"\xef\xbb\xbf" + encode(events))
+    assert answer.status_code == 202, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == ["accepted", "accepted"]
+    ids = _ids_on_topic(gw.settings)
+    assert all(ids.count(e["event_id"]) == 1 for e in events)
+
+
+def test_json_lines_sent_as_application_json_is_400_and_nothing_is_kept(
+    gw: Gateway, token: str
+) -> None:
+    events = [ev(), ev()]
+    body = b"".join(encode(e) + b"\n" for e in events)
+    answer = gw.post(token, body, "application/json")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_body"
+    assert "application/x-ndjson" in answer.json()["message"]
+    ids = _ids_on_topic(gw.settings)
+    for e in events:
+        assert e["event_id"] not in ids and not _letters(gw.settings, e["event_id"])
+
+
+def test_a_huge_number_or_deep_nesting_rejects_that_event_only(gw: Gateway, token: str) -> None:
+    good = ev()
+    huge = encode(ev()).replace(b'"schema_version": 1', b'"schema_version": ' + b"1" * 5000)
+    deep = encode(ev(extra=[])).replace(b"[]", b"[" * 20_000 + b"]" * 20_000)
+    for odd in (huge, deep):
+        answer = gw.post(token, b"[" + encode(good) + b"," + odd + b"]")
+        assert answer.status_code == 202, answer.text[:500]
+        results = answer.json()["results"]
+        assert [r["status"] for r in results] == ["accepted", "rejected"]
+        assert results[1]["reason"] == "invalid_json"
+        good = ev()
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_no_part_of_a_token_is_echoed_in_a_401(gw: Gateway, token: str) -> None:
+    secret = token.removeprefix("hst_")
+    headers = [
+        token,  # the token alone, no scheme
+        f"{token} x",
+        f"Token {token}",
+        f"Basic {token}",
+        f"{secret[:12]} {token}",
+        f"hst {token}",
+        "Bearer",
+        f"Bearer{token}",
+    ]
+    for header in headers:
+        answer = gw.post(None, encode(ev()), Authorization=header)
+        assert answer.status_code == 401, (header[:8], answer.text)
+        text = answer.text
+        for at in range(len(secret) - 5):
+            assert secret[at : at + 6] not in text, (header[:8], text)
+    shown = gw.post(None, encode(ev()), Authorization="Basic dXNlcjpwYXNz").json()["message"]
+    assert "'Basic'" in shown and "dXNl" not in shown
+    alone = gw.post(None, encode(ev()), Authorization=token).json()["message"]
+    assert "no scheme" in alone

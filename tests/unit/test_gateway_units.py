@@ -63,3 +63,30 @@ def test_token_bucket_rate_burst_debt_and_refund() -> None:
     buckets.refund("a", 50)  # our outage, not the terminal's excess
     assert buckets.take("a", 1) == 0.0
     assert retry_after(0.01) == "1" and retry_after(3.1) == "4"
+
+
+def test_a_byte_order_mark_is_framing_not_part_of_the_first_event() -> None:
+    one, two = b'{"a": 1}', b'{"b": 2}'
+    assert split(b"\xef\xbb\xbf[" + one + b"," + two + b"]", JSON, 10) == [one, two]
+    assert split(b"\xef\xbb\xbf" + one, JSON, 10) == [one]
+    assert split(b"\xef\xbb\xbf" + one + b"\n" + two + b"\n", NDJSON, 10) == [one, two]
+
+
+def test_several_values_sent_as_application_json_are_refused_not_one_event() -> None:
+    for body in (b'{"a": 1}\n{"b": 2}\n', b'{"a": 1} {"b": 2}', b"1 2"):
+        with pytest.raises(BodyProblem) as refused:
+            split(body, JSON, 10)
+        assert (refused.value.status, refused.value.error) == (400, "invalid_body")
+        assert NDJSON in str(refused.value)
+    assert split(b'{"a": 1', JSON, 10) == [b'{"a": 1']  # broken, but one message
+
+
+def test_a_huge_number_or_deep_nesting_is_the_elements_problem_not_the_requests() -> None:
+    huge = b'{"n": ' + b"9" * 5000 + b"}"
+    deep = b'{"d": ' + b"[" * 100_000 + rb'"]}\\"' + b"]" * 100_000 + b"}"
+    good = b'{"s": "]\\"}"}'
+    for odd in (huge, deep, b"NaN", b"1e999"):
+        assert split(b"[" + odd + b", " + good + b"]", JSON, 10) == [odd, good]
+    with pytest.raises(BodyProblem) as refused:
+        split(b"[" + b"[" * 100_000 + b", " + good + b"]", JSON, 10)  # never closed
+    assert refused.value.status == 400
