@@ -19,6 +19,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -281,6 +282,64 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.backup import backup
+
+    with _table_progress("backup") as progress:
+        report = backup(settings, Path(args.dir), progress=progress)
+    for t in report.tables:
+        out.print(f"{t.name:<22} {t.rows:>12} rows {t.bytes:>14} bytes")
+    rows = sum(t.rows for t in report.tables)
+    out.print(
+        f"backed up {report.database}: {len(report.tables)} tables, {rows} rows "
+        f"to {report.directory} in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.backup import restore
+
+    with _table_progress("restore") as progress:
+        report = restore(settings, Path(args.dir), force=args.force, progress=progress)
+    for t in report.tables:
+        out.print(f"{t.name:<22} {t.rows:>12} rows")
+    rows = sum(t.rows for t in report.tables)
+    out.print(
+        f"restored {report.directory} into {report.database}: {len(report.tables)} tables, "
+        f"{rows} rows in {report.seconds:.1f} s"
+    )
+    return 0
+
+
+class _table_progress:  # noqa: N801 - used like a function
+    """One rich bar per table (bytes), silent when stderr is not a terminal."""
+
+    def __init__(self, verb: str) -> None:
+        self._verb = verb
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            disable=not err.is_terminal,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def _report(self, table: str, done: int, total: int | None) -> None:
+        if table not in self._tasks:
+            self._tasks[table] = self._progress.add_task(f"{self._verb} {table}", total=total)
+        self._progress.advance(self._tasks[table], done)
+
+    def __enter__(self) -> Callable[[str, int, int | None], None]:
+        self._progress.start()
+        return self._report
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+
 def cmd_sample(args: argparse.Namespace, settings: Settings) -> int:
     from terminals import sample
 
@@ -378,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", action="store_true", help="re-send originals that now validate")
     p.add_argument("--export", default=None, help="write originals as JSON Lines to fix")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("backup", help="write every table and a manifest to a folder")
+    p.add_argument("dir", help="a new or empty folder")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="load a backup folder into the (empty) database")
+    p.add_argument("dir", help="a folder written by `hallstats backup`")
+    p.add_argument("--force", action="store_true", help="replace tables that hold data")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("sample", help="write the calibrated sample year as JSON Lines")
     p.add_argument("out")
