@@ -94,6 +94,8 @@ def test_backup_drop_restore_then_counting_continues_exactly(
     v2 = finalize(settings, W50, timeout=180)
     assert v2.created and v2.snapshot.version == 2
     stop_worker(proc)
+    issued = cli(settings, "terminals", "add", "--hall", "hall-a", "--window", "W01")
+    assert issued.returncode == 0, issued.stderr
     # Background merges of ReplacingMergeTree parts change raw row counts at any
     # time: merge now, so the counts compared below stay still.
     client = connect(settings)
@@ -107,6 +109,7 @@ def test_backup_drop_restore_then_counting_continues_exactly(
     assert [v.version for v in before["versions"]] == [1, 2]
     assert before["weekly"] == TypeCounts(consult=1, accept=2, issue=1, transfer=2)
     assert before["rows"]["events"] >= 7 and before["rows"]["late_events"] == 1
+    assert before["rows"]["terminal_tokens"] == 1
 
     target = tmp_path / "backup"
     started = time.monotonic()
@@ -144,6 +147,10 @@ def test_backup_drop_restore_then_counting_continues_exactly(
     assert restored.returncode == 0, restored.stderr
     after = snapshot(settings)
     assert after == before
+    # --force replaces tables that hold data: restoring again changes nothing.
+    again = cli(settings, "restore", str(target), "--force")
+    assert again.returncode == 0, again.stderr
+    assert snapshot(settings) == before
     print(
         f"\nbackup {backup_seconds:.1f} s, restore {restore_seconds:.1f} s; rows per table: "
         f"{json.dumps(backed, sort_keys=True)}"
