@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from gateway import body
-from gateway.auth import TOKEN_PREFIX, Terminal, TokenStore
+from gateway.auth import Terminal, TokenStore
 from gateway.errors import GatewayProblem, unauthorized
 from gateway.limits import TokenBuckets, retry_after
 from gateway.metrics import GatewayMetrics
@@ -217,16 +217,24 @@ class Ingest:
         return JSONResponse(content, status_code=status)
 
 
+#: Authorization schemes an answer may name (IANA's registry, lower-case). Anything
+#: else may be part of a token pasted wrongly, so it is never echoed.
+_KNOWN_SCHEMES = frozenset(
+    {"basic", "bearer", "digest", "dpop", "hoba", "mutual", "negotiate", "ntlm", "token"}
+)
+
+
 def _scheme_shown(scheme: str, rest: str) -> str:
-    """The scheme of a refused Authorization header as the answer may show it: never
-    the credentials, so only a short word (``Basic``, ``Token``) that does not look
-    like a token; a header with no scheme (the token alone) is "no scheme"."""
+    """The scheme of a refused Authorization header as the answer may show it: only a
+    registered scheme word is echoed; a header with no scheme (the token alone), or
+    any other first word, is "no scheme" or "an unknown scheme", never its text."""
     if scheme.lower() == "bearer":
         return "'Bearer' without a token"
-    word = scheme.isascii() and scheme.isalpha() and len(scheme) <= 16
-    if word and rest and not scheme.lower().startswith(TOKEN_PREFIX.rstrip("_").lower()):
+    if not rest:
+        return "no scheme"
+    if scheme.lower() in _KNOWN_SCHEMES:
         return f"scheme {scheme!r}"
-    return "no scheme"
+    return "an unknown scheme"
 
 
 def _too_large(limit: int, got: str) -> GatewayProblem:

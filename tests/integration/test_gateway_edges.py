@@ -225,3 +225,6 @@ def test_no_part_of_a_token_is_echoed_in_a_401(gw: Gateway, token: str) -> None:
     assert "'Basic'" in shown and "dXNl" not in shown
     alone = gw.post(None, encode(ev()), Authorization=token).json()["message"]
     assert "no scheme" in alone
+    # A first word made of letters only (a token's start can be) is not echoed either.
+    word = gw.post(None, encode(ev()), Authorization=f"Abcdefghijkl {token}").text
+    assert "Abcdefghijkl" not in word and "unknown scheme" in word

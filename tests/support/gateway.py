@@ -13,12 +13,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, TopicPartition
 
 from hallstats.kafka import consumer_config
 from hallstats.settings import Settings
+from tests.support.events import event
 from tests.support.services import ROOT, free_port, settings_env
 
 HALLSTATS = [sys.executable, "-m", "hallstats.cli"]
@@ -156,3 +158,15 @@ def read_topic(settings: Settings, topic: str, *, settle: float = 1.0) -> list[R
         return records
     finally:
         consumer.close()
+
+
+HALL_A = {"hall_id": "hall-a", "window_id": "W01"}
+HALL_B = {"hall_id": "hall-b", "window_id": "W01"}
+
+
+def ev(**changes: Any) -> dict[str, Any]:
+    return {**event(**HALL_A), **changes}
+
+
+def cli_terminal(terminal: dict[str, str]) -> dict[str, str]:
+    return {"hall": terminal["hall_id"], "window": terminal["window_id"]}
