@@ -10,18 +10,14 @@ request on. A token never appears in a log line, an error message or a metric.
 from __future__ import annotations
 
 import hashlib
-import queue
 import secrets
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from clickhouse_driver import Client
-
-from hallstats.clickhouse import connect, execute
-from hallstats.errors import DataError, OperationalError
+from hallstats.clickhouse import ClientPool, execute
+from hallstats.errors import DataError
 from hallstats.settings import Settings
 from schemas.events import MAX_NAME_CHARS
 
@@ -74,34 +70,14 @@ class TokenStore:
     def __init__(self, settings: Settings, keep: int = 32) -> None:
         self._settings = settings
         self._table = f"{settings.clickhouse_database}.terminal_tokens"
-        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
-        self._keep = keep
-
-    @contextmanager
-    def _client(self) -> Iterator[Client]:
-        try:
-            client = self._idle.get_nowait()
-        except queue.Empty:
-            client = connect(self._settings)
-        broken = False
-        try:
-            yield client
-        except OperationalError:
-            broken = True  # a failed connection is not reused
-            raise
-        finally:
-            if broken or self._idle.qsize() >= self._keep:
-                client.disconnect()
-            else:
-                self._idle.put(client)
+        self._pool = ClientPool(settings, keep)
 
     def close(self) -> None:
-        while not self._idle.empty():
-            self._idle.get_nowait().disconnect()
+        self._pool.close()
 
     def lookup(self, token: str) -> Terminal | None:
         """The terminal of a current (issued, not revoked) token, else None."""
-        with self._client() as client:
+        with self._pool.client() as client:
             rows = execute(
                 client,
                 f"SELECT hall_id, window_id, revoked FROM {self._table} "
@@ -136,7 +112,7 @@ class TokenStore:
         return len(rows)
 
     def credentials(self) -> list[Credential]:
-        with self._client() as client:
+        with self._pool.client() as client:
             rows = execute(
                 client,
                 "SELECT argMax(hall_id, version), argMax(window_id, version), token_hash, "
@@ -158,7 +134,7 @@ class TokenStore:
         return sorted(found, key=lambda c: (c.hall_id, c.window_id, c.issued_at, c.hash_prefix))
 
     def _current(self, hall_id: str, window_id: str) -> list[tuple[str, datetime, int, int]]:
-        with self._client() as client:
+        with self._pool.client() as client:
             rows = execute(
                 client,
                 f"SELECT token_hash, argMax(issued_at, version), max(version), "
@@ -172,7 +148,7 @@ class TokenStore:
     def _insert(self, rows: Sequence[tuple[object, ...]]) -> None:
         if not rows:
             return
-        with self._client() as client:
+        with self._pool.client() as client:
             execute(
                 client,
                 f"INSERT INTO {self._table} "

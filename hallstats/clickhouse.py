@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import http.client
 import logging
+import queue
 import urllib.parse
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -150,3 +152,43 @@ class HttpInserter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class ClientPool:
+    """A few reused connections for threads that each need one at a time (a
+    clickhouse-driver Client is not thread-safe); ``readonly`` sessions refuse writes
+    and DDL on the server side. A connection that failed is never reused."""
+
+    def __init__(self, settings: Settings, keep: int = 4, *, readonly: bool = False) -> None:
+        self._settings = settings
+        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
+        self._keep = keep
+        self._readonly = readonly
+
+    def _new(self) -> Client:
+        client = connect(self._settings)
+        if self._readonly:
+            client.settings["readonly"] = 2
+        return client
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        try:
+            client = self._idle.get_nowait()
+        except queue.Empty:
+            client = self._new()
+        broken = False
+        try:
+            yield client
+        except OperationalError:
+            broken = True
+            raise
+        finally:
+            if broken or self._idle.qsize() >= self._keep:
+                client.disconnect()
+            else:
+                self._idle.put(client)  # also after a data error raised inside the block
+
+    def close(self) -> None:
+        while not self._idle.empty():
+            self._idle.get_nowait().disconnect()

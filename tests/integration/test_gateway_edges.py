@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from confluent_kafka.cimpl import NewTopic
 
 from hallstats.kafka import DLQ_MAX_MESSAGE_BYTES, client_config, ensure_topics
 from hallstats.settings import Settings
-from schemas.ddl import ensure_schema
 from schemas.dlq import DeadLetter
 from tests.support.events import encode, event
 from tests.support.gateway import Gateway, add_terminal, read_topic, start_gateway
@@ -34,26 +32,6 @@ HALL = {"hall_id": "hall-e", "window_id": "W02"}
 
 def ev(**changes: Any) -> dict[str, Any]:
     return {**event(**HALL), **changes}
-
-
-@pytest.fixture(scope="module")
-def base(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = stack.isolated(
-        "hsgwe",
-        tmp_path_factory.mktemp("gateway-edges"),
-        gateway_rate_per_second=100_000.0,
-        gateway_burst=100_000,
-    )
-    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
-    ensure_schema(settings)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def gw(base: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = start_gateway(base, tmp_path_factory.mktemp("gwelog") / "gateway.log")
-    yield gateway
-    gateway.stop()
 
 
 @pytest.fixture(scope="module")
