@@ -46,8 +46,14 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "log_level": 3,  # librdkafka warnings ("coordinator load in progress") are noise
     }
-    config.update({k.replace("_", ".") if k != "log_level" else k: v for k, v in extra.items()})
+    config.update({k if k in _PYTHON_KEYS else k.replace("_", "."): v for k, v in extra.items()})
     return config
+
+
+#: confluent-kafka's own keys (callbacks and the like), passed as they are.
+_PYTHON_KEYS = frozenset(
+    {"log_level", "logger", "on_commit", "on_delivery", "error_cb", "stats_cb", "throttle_cb"}
+)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from schemas.dlq import SourcePosition, dead_letter
 from schemas.events import ServiceEvent, parse_event
 from schemas.rejections import EventRejected
 from streams import bundles
+from streams.commits import CommitTracker
 from streams.stage_stats import StageTallies
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Intake:
                 session_timeout_ms=10_000,  # a killed member's partitions move in 10 s
                 fetch_max_bytes=64 * 1024 * 1024,
                 queued_max_messages_kbytes=256 * 1024,
+                on_commit=self._on_commit,
             )
         )
         self._producer = Producer(
@@ -77,8 +79,7 @@ class Intake:
             )
         )
         self._failures: list[str] = []
-        # Offsets whose outputs are durable but whose commit failed (a rebalance).
-        self._uncommitted: dict[tuple[str, int], int] = {}
+        self.commits = CommitTracker()
 
     def run(self, stop: threading.Event) -> None:
         self._consumer.subscribe([self._settings.topic], on_revoke=self._on_revoke)
@@ -87,12 +88,13 @@ class Intake:
         )
         try:
             while not stop.is_set():
+                self._tallies.beat()
                 batch = self._consumer.consume(
                     self._settings.worker_batch_size, timeout=self._settings.worker_batch_seconds
                 )
                 if batch:
                     self.process(batch)
-                elif self._uncommitted:
+                elif self.commits.has_retries():
                     self._commit({})
         finally:
             self.close()
@@ -105,31 +107,34 @@ class Intake:
     def _commit(
         self, offsets: dict[tuple[str, int], int], only: set[tuple[str, int]] | None = None
     ) -> None:
-        """Commit these and any earlier failed offsets; keep what fails for the next try.
-
-        Without the retry, a batch whose commit failed in a rebalance and after which
-        nothing else arrives would stay uncommitted for good: finalize would wait on it.
-        """
-        pending = {**self._uncommitted, **offsets}
-        if only is None:  # partitions that went to another member are theirs to commit
-            ours = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            self._uncommitted = {tp: o for tp, o in self._uncommitted.items() if tp in ours}
-            pending = {tp: o for tp, o in pending.items() if tp in ours}
-        else:
-            pending = {tp: o for tp, o in pending.items() if tp in only}
+        """Commit these and any earlier failed offsets, asynchronously (see streams.commits)."""
+        within = self._assigned() if only is None else only
+        pending = self.commits.to_commit(offsets, within, forget_others=only is None)
         if not pending:
             return
         try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in pending.items()],
-                asynchronous=False,
+                asynchronous=True,
             )
         except KafkaException as exc:
-            self._uncommitted.update(pending)
+            self.commits.failed(pending)
             log.warning("intake: commit failed, retrying on the next batch: %s", exc)
-            return
-        for tp in pending:
-            self._uncommitted.pop(tp, None)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The coordinator's answer to a commit (served inside ``consume``/``poll``)."""
+        failed: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            if err is None and tp.error is None:
+                self.commits.confirmed((tp.topic, tp.partition), tp.offset)
+            elif tp.offset >= 0:
+                failed[(tp.topic, tp.partition)] = tp.offset
+        if failed:
+            self.commits.failed(failed)
+            log.warning("intake: commit failed, retrying on the next batch: %s", err)
+
+    def _assigned(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def process(self, batch: list[Message]) -> BatchResult:
         """One batch to durable outputs, then its commit. Raises on any Kafka failure."""
@@ -206,6 +211,7 @@ class Intake:
                 )
                 return
             except BufferError:
+                self._tallies.beat()
                 self._producer.poll(0.05)
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
@@ -213,7 +219,12 @@ class Intake:
             self._failures.append(str(err))
 
     def _flush(self) -> None:
-        remaining = self._producer.flush(self._settings.worker_ack_timeout_seconds)
+        """Wait for every acknowledgement, in 1 s slices so the watchdog sees us alive."""
+        deadline = time.monotonic() + self._settings.worker_ack_timeout_seconds
+        remaining = self._producer.flush(min(1.0, self._settings.worker_ack_timeout_seconds))
+        while remaining and time.monotonic() < deadline:
+            self._tallies.beat()
+            remaining = self._producer.flush(min(1.0, max(0.0, deadline - time.monotonic())))
         if remaining or self._failures:
             detail = self._failures[0] if self._failures else f"{remaining} unacknowledged"
             raise OperationalError(
@@ -223,5 +234,10 @@ class Intake:
             )
 
     def close(self) -> None:
+        """Give the last asynchronous commit up to 5 s to be confirmed, then leave."""
         with contextlib.suppress(KafkaException, RuntimeError):  # already closed
+            deadline = time.monotonic() + 5.0
+            while self.commits.unconfirmed(self._assigned()) and time.monotonic() < deadline:
+                self._commit({})  # what failed meanwhile
+                self._consumer.poll(0.1)  # serves on_commit; a message read here is not committed
             self._consumer.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableSequence
 from typing import Any, cast
@@ -25,8 +26,8 @@ from schemas.rejections import RejectReason
 _REASONS = list(RejectReason)
 #: How prometheus_client itself prints bucket bounds ("0.05", "1.0", "+Inf").
 _go_float = cast(Callable[[float], str], floatToGoString)
-_MESSAGES, _EVENTS, _BATCHES, _BUSY = range(4)
-_SIZE = 4 + len(_REASONS)
+_MESSAGES, _EVENTS, _BATCHES, _BUSY, _BEAT = range(5)
+_SIZE = 5 + len(_REASONS)
 
 
 class StageTallies:
@@ -39,7 +40,15 @@ class StageTallies:
         )
 
     def rejected(self, reason: RejectReason, n: int = 1) -> None:
-        self._slots[4 + _REASONS.index(reason)] += n
+        self._slots[5 + _REASONS.index(reason)] += n
+
+    def beat(self) -> None:
+        """The stage's loop is turning (``time.monotonic``, the same clock in every process)."""
+        self._slots[_BEAT] = time.monotonic()
+
+    def last_beat(self) -> float:
+        """When the loop last turned; 0.0 before its first turn."""
+        return float(self._slots[_BEAT])
 
     def batch(self, messages: int, events: int, seconds: float) -> None:
         slots = self._slots
@@ -52,7 +61,7 @@ class StageTallies:
         return float(self._slots[{"messages": 0, "events": 1, "batches": 2, "busy": 3}[name]])
 
     def rejections(self) -> dict[RejectReason, float]:
-        return {r: float(self._slots[4 + i]) for i, r in enumerate(_REASONS)}
+        return {r: float(self._slots[5 + i]) for i, r in enumerate(_REASONS)}
 
 
 class StageCollector(Collector):

@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from confluent_kafka import KafkaException
@@ -117,14 +118,30 @@ def run_intake(settings: Settings, tallies: StageTallies, *, child: bool) -> Non
     Intake(settings, tallies).run(stop)
 
 
-class IntakeProcesses:
-    """Intake children of ``hallstats worker``, restarted if one dies."""
+#: An intake loop that has not turned for this long is stuck (a librdkafka call that
+#: never returns, seen once after a broker restart): its process is killed and
+#: replaced. Every wait inside the loop is bounded well below it.
+STALL_SECONDS = 60.0
 
-    def __init__(self, settings: Settings, count: int) -> None:
+
+class IntakeProcesses:
+    """Intake children of ``hallstats worker``, restarted if one dies or stalls."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        *,
+        stall_seconds: float = STALL_SECONDS,
+        target: Callable[..., None] | None = None,
+    ) -> None:
         self._settings = settings
+        self._target = target or run_intake  # (settings, tallies, child=True)
         self._context = multiprocessing.get_context("spawn")
+        self._stall_seconds = stall_seconds
         self.tallies = [StageTallies("intake", shared=True) for _ in range(count)]
         self._procs: list[BaseProcess | None] = [None] * count
+        self._spawned = [0.0] * count
 
     def start(self) -> None:
         for index in range(len(self._procs)):
@@ -132,7 +149,7 @@ class IntakeProcesses:
 
     def _spawn(self, index: int) -> None:
         proc = self._context.Process(
-            target=run_intake,
+            target=self._target,
             args=(self._settings, self.tallies[index]),
             kwargs={"child": True},
             name=f"hallstats-intake-{index}",
@@ -140,12 +157,31 @@ class IntakeProcesses:
         )
         proc.start()
         self._procs[index] = proc
+        self._spawned[index] = time.monotonic()
         log.info("intake process %s started (pid %s)", index, proc.pid)
+
+    def pids(self) -> list[int | None]:
+        return [proc.pid if proc is not None else None for proc in self._procs]
 
     def watch(self) -> None:
         for index, proc in enumerate(self._procs):
-            if proc is not None and not proc.is_alive():
+            if proc is None:
+                continue
+            if not proc.is_alive():
                 log.error("intake process %s exited with %s; restarting it", index, proc.exitcode)
+                self._spawn(index)
+                continue
+            alive_at = max(self.tallies[index].last_beat(), self._spawned[index])
+            if time.monotonic() - alive_at > self._stall_seconds:
+                log.error(
+                    "intake process %s (pid %s) made no turn of its loop for %.0f s; "
+                    "killing and restarting it (its batch is replayed, counting dedups it)",
+                    index,
+                    proc.pid,
+                    self._stall_seconds,
+                )
+                proc.kill()
+                proc.join(10)
                 self._spawn(index)
 
     def stop(self) -> None:
