@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from hallstats.clickhouse import connect, execute
+from hallstats.clickhouse import connect, execute, log_statement
 from hallstats.errors import DataError, OperationalError
 from hallstats.settings import Settings
 from schemas.ddl import ensure_schema, statements
@@ -95,6 +95,7 @@ class _Http:
         self, query: str, body: bytes | _Counting, length: int
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         s = self._settings
+        log_statement(s, query)
         connection = http.client.HTTPConnection(
             s.clickhouse_host, s.clickhouse_http_port, timeout=300
         )

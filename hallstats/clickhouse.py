@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import logging
+import os
 import queue
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -14,6 +16,7 @@ from typing import Any
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as ClickHouseDriverError
+from clickhouse_driver.util.escape import escape_param
 
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
@@ -40,7 +43,10 @@ def connect(settings: Settings) -> Client:
 def execute(client: Client, query: str, params: Any = None, *, settings: Settings) -> Any:
     """Run one statement, turning driver and socket failures into OperationalError."""
     try:
-        return client.execute(query, params)
+        result = client.execute(query, params)
+        if settings.clickhouse_statement_log is not None:  # rendered as the server got it
+            log_statement(settings, _rendered(client, query, params))
+        return result
     except (ClickHouseDriverError, OSError, EOFError) as exc:
         raise _operational(exc, settings) from exc
 
@@ -49,10 +55,42 @@ def execute_iter(
     client: Client, query: str, *, settings: Settings, block_rows: int = 65_536
 ) -> Iterator[tuple[Any, ...]]:
     """Stream a large result block by block (bounded memory), errors as in :func:`execute`."""
+    if settings.clickhouse_statement_log is not None:
+        log_statement(settings, query)
     try:
         yield from client.execute_iter(query, settings={"max_block_size": block_rows})
     except (ClickHouseDriverError, OSError, EOFError) as exc:
         raise _operational(exc, settings) from exc
+
+
+def log_statement(settings: Settings, sql: str) -> None:
+    """Append one statement to the statement log (``HALLSTATS_CLICKHOUSE_STATEMENT_LOG``).
+
+    One file per process, one JSON line per statement, in the order sent: the
+    worker's processes, the CLI and the API all write there, and the compatibility
+    test replays what they sent on a current ClickHouse. Secrets are never part of
+    a statement (passwords travel in the connection, tokens only as hashes).
+    """
+    folder = settings.clickhouse_statement_log
+    if folder is None:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{os.getpid()}.jsonl").open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"sql": sql}, ensure_ascii=False) + "\n")
+
+
+def _rendered(client: Client, query: str, params: Any) -> str:
+    """The statement as the server receives it: parameters substituted, and the rows
+    of an ``INSERT ... VALUES`` written as SQL literals."""
+    context = client.connection.context
+    if isinstance(params, dict):
+        return str(client.substitute_params(query, params, context))
+    if isinstance(params, list | tuple) and params:
+        rows = ", ".join(
+            "(" + ", ".join(str(escape_param(v, context)) for v in row) + ")" for row in params
+        )
+        return f"{query} {rows}"
+    return query
 
 
 def _operational(exc: BaseException, settings: Settings) -> OperationalError:
@@ -120,7 +158,9 @@ class HttpInserter:
         if not lines:
             return
         body = ("\n".join(lines) + "\n").encode()
-        query = urllib.parse.quote(f"INSERT INTO {table} ({columns}) FORMAT TabSeparated")
+        statement = f"INSERT INTO {table} ({columns}) FORMAT TabSeparated"
+        log_statement(self._settings, statement)
+        query = urllib.parse.quote(statement)
         where = (
             f"ClickHouse at {self._settings.clickhouse_host}:{self._settings.clickhouse_http_port}"
         )

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(
         default="hallstats", description="database hallstats creates and uses"
     )
+    clickhouse_statement_log: Path | None = Field(
+        default=None,
+        description="append the text of every statement sent to ClickHouse (rows of bulk "
+        "inserts left out) to `<folder>/<pid>.jsonl`; the ClickHouse 26 check replays them",
+    )
 
     # Calendar
     timezone: str = Field(
