@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient
 from deploy import stack
 from hallstats.cli.demo import start_worker, stop_worker
 from hallstats.clickhouse import connect
-from hallstats.kafka import ensure_topics
+from hallstats.kafka import client_config, ensure_topics
 from hallstats.settings import Settings
 from streams.progress import lags, wait_until_caught_up
 from terminals import sample
@@ -92,7 +92,7 @@ def run_once(
         client.execute(f"DROP DATABASE IF EXISTS {db}")
     finally:
         client.disconnect()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings))
     mine = [t for t in admin.list_topics(timeout=10).topics if t.startswith(uid)]
     if mine:
         for future in admin.delete_topics(mine, request_timeout=30).values():

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.finalize import finalize
 from deploy import stack
 from hallstats.cli.demo import start_worker, stop_worker
-from hallstats.kafka import ensure_topics
+from hallstats.kafka import consumer_config, ensure_topics
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from terminals import sample
@@ -30,14 +30,7 @@ from terminals.emit import emit_file
 
 
 def plain_consume_rate(settings: Settings, expected: int) -> float:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-plain-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer(consumer_config(settings, f"bench-plain-{uuid.uuid4().hex[:8]}"))
     meta = consumer.list_topics(settings.topic, timeout=10).topics[settings.topic]
     consumer.assign([TopicPartition(settings.topic, p, 0) for p in meta.partitions])
     seen = 0

@@ -9,7 +9,6 @@ metadata request. Process handling is ``deploy.processes``'.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import re
@@ -17,16 +16,20 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from string import Template
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from deploy.kafka_config import (
+    KafkaNode,
+    format_storage,
+    kafka_nodes,
+    node_layout,
+    template,
+    write_node_config,
+)
 from deploy.processes import (
     LOOPBACK,
     Layout,
@@ -36,19 +39,16 @@ from deploy.processes import (
     find_pid,
     listening,
     require_free_port,
-    require_loopback,
     require_tool,
     service_status,
     spawn,
-    stack_dir,
     stop_process,
     stop_service,
     tail_text,
     wait_until,
-    write_atomic,
 )
 from hallstats.errors import OperationalError
-from hallstats.kafka import DLQ_TOPIC_CONFIG, set_topic_configs
+from hallstats.kafka import client_config, ensure_topics
 from hallstats.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,6 @@ KAFKA_HEAP = "512m"
 KAFKA_READY_TIMEOUT = 90.0
 JAVA_HINT = "Kafka 4.x needs Java 17 or newer: apt-get install -y openjdk-17-jre-headless"
 
-_TEMPLATES = Path(__file__).resolve().parent
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -66,119 +65,135 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def kafka_ports(settings: Settings) -> tuple[int, int]:
-    """(broker, controller) ports: the broker's from ``kafka_bootstrap``, controller = +1."""
-    first = settings.kafka_bootstrap.split(",")[0].strip()
-    host, sep, port = first.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65535:
-        raise OperationalError(
-            "HALLSTATS_KAFKA_BOOTSTRAP: expected host:port like '127.0.0.1:9092', "
-            f"got {settings.kafka_bootstrap!r}"
+    """(broker, controller) ports of node 1: the first bootstrap entry, controller = +1."""
+    node = kafka_nodes(settings)[0]
+    return node.broker_port, node.controller_port
+
+
+def wait_for_kafka(settings: Settings, timeout: float, *, node: int | None = None) -> None:
+    """Block until every node (or node ``node``) answers a metadata request."""
+    for each in _chosen(settings, node):
+        wait_until(
+            f"Kafka node {each.node_id} at {LOOPBACK}:{each.broker_port}",
+            _kafka_probe_fn(settings, each.broker_port),
+            port=each.broker_port,
+            timeout=timeout,
+            proc=None,
+            logs=each.layout.logs,
         )
-    require_loopback("HALLSTATS_KAFKA_BOOTSTRAP", host)
-    return int(port), int(port) + 1
 
 
-def wait_for_kafka(settings: Settings, timeout: float) -> None:
-    """Block until the broker answers a metadata request; OperationalError after ``timeout``."""
-    port, _ = kafka_ports(settings)
-    wait_until(
-        f"Kafka at {LOOPBACK}:{port}",
-        _kafka_probe_fn(port),
-        port=port,
-        timeout=timeout,
-        proc=None,
-        logs=kafka_layout(settings).logs,
+def start_kafka(
+    settings: Settings, *, progress: Progress = log.info, node: int | None = None
+) -> None:
+    """Start every node (or node ``node``) unless it already answers, wait for them, then
+    make sure the event topics exist.
+
+    Data in each node's ``data`` folder survives a stop, so fault tests can restart a
+    broker and find their topics and committed offsets again. The nodes of a cluster
+    are all spawned before any is waited for: a controller quorum needs a majority up.
+    """
+    nodes = kafka_nodes(settings)
+    spawned: list[tuple[KafkaNode, subprocess.Popen[bytes] | None]] = []
+    for each in _chosen(settings, node):
+        address = f"{LOOPBACK}:{each.broker_port}"
+        if listening(each.broker_port):
+            with contextlib.suppress(NotReady):
+                detail = _kafka_probe_fn(settings, each.broker_port)()
+                progress(f"{each.layout.name}: already running at {address} ({detail})")
+                continue
+        spawned.append((each, _spawn_node(settings, each, nodes, progress)))
+    started = time.monotonic()
+    for each, proc in spawned:
+        address = f"{LOOPBACK}:{each.broker_port}"
+        try:
+            wait_until(
+                f"Kafka at {address}",
+                _kafka_probe_fn(settings, each.broker_port),
+                port=each.broker_port,
+                timeout=KAFKA_READY_TIMEOUT,
+                proc=proc,
+                logs=each.layout.logs,
+            )
+        except OperationalError:
+            for other, other_proc in spawned:
+                if other_proc is not None:
+                    stop_process(other_proc.pid, other.layout)
+            raise
+        progress(f"{each.layout.name}: ready at {address} in {time.monotonic() - started:.1f} s")
+    _ensure_topics(settings)
+
+
+def _spawn_node(
+    settings: Settings, node: KafkaNode, nodes: list[KafkaNode], progress: Progress
+) -> subprocess.Popen[bytes] | None:
+    layout = node.layout
+    pid = find_pid(layout, cleanup=True)
+    if pid is not None:
+        progress(f"{layout.name}: pid {pid} is up but not answering yet; waiting for it")
+        return None
+    for port in (node.broker_port, node.controller_port):
+        require_free_port(port, "Kafka", "HALLSTATS_KAFKA_BOOTSTRAP")
+    java = require_tool("java", JAVA_HINT)
+    lib = _kafka_lib(settings, progress)
+    log4j = write_node_config(settings, node, nodes)
+    if not (layout.data / "meta.properties").exists():
+        format_storage(settings, java, lib, log4j, node, nodes, progress)
+    progress(f"{layout.name}: starting on {LOOPBACK}:{node.broker_port} (log: {layout.logs[0]})")
+    return spawn(
+        [
+            java,
+            f"-Xms{KAFKA_HEAP}",
+            f"-Xmx{KAFKA_HEAP}",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{lib}/*",
+            *layout.signature,
+        ],
+        layout,
     )
 
 
-def start_kafka(settings: Settings, *, progress: Progress = log.info) -> None:
-    """Start the broker unless it already answers, wait for it, then make sure topics exist.
+def stop_kafka(
+    settings: Settings,
+    *,
+    progress: Progress = log.info,
+    graceful: bool = True,
+    node: int | None = None,
+) -> None:
+    """Stop every node (or node ``node``); ``graceful=False`` sends SIGKILL at once (a
+    crash, for fault tests)."""
+    for each in reversed(_chosen(settings, node)):
+        stop_service(each.layout, progress, graceful=graceful)
 
-    Data in ``stack_dir/kafka/data`` survives a stop, so fault tests can restart the broker
-    and find their topics and committed offsets again.
-    """
-    broker_port, controller_port = kafka_ports(settings)
-    layout = kafka_layout(settings)
-    address = f"{LOOPBACK}:{broker_port}"
-    probe = _kafka_probe_fn(broker_port)
 
-    if listening(broker_port):
-        with contextlib.suppress(NotReady):
-            detail = probe()
-            progress(f"kafka: already running at {address} ({detail})")
-            _ensure_topics(settings, broker_port, progress)
-            return
-
-    proc: subprocess.Popen[bytes] | None = None
-    pid = find_pid(layout, cleanup=True)
-    if pid is not None:
-        progress(f"kafka: pid {pid} is up but not answering yet; waiting for it")
-    else:
-        for port in (broker_port, controller_port):
-            require_free_port(port, "Kafka", "HALLSTATS_KAFKA_BOOTSTRAP")
-        java = require_tool("java", JAVA_HINT)
-        lib = _kafka_lib(settings, progress)
-        log4j = _write_kafka_config(settings, layout, broker_port, controller_port)
-        if not (layout.data / "meta.properties").exists():
-            _format_kafka_storage(java, lib, log4j, layout, progress)
-        progress(f"kafka: starting on {address} (log: {layout.logs[0]})")
-        proc = spawn(
-            [
-                java,
-                f"-Xms{KAFKA_HEAP}",
-                f"-Xmx{KAFKA_HEAP}",
-                "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}",
-                "-cp",
-                f"{lib}/*",
-                *layout.signature,
-            ],
-            layout,
+def kafka_status(settings: Settings) -> list[ServiceStatus]:
+    """What ``status`` reports, one line per node."""
+    return [
+        service_status(
+            each.layout,
+            f"{LOOPBACK}:{each.broker_port}",
+            each.broker_port,
+            _kafka_probe_fn(settings, each.broker_port),
+            "Kafka",
         )
-    started = time.monotonic()
-    try:
-        wait_until(
-            f"Kafka at {address}",
-            probe,
-            port=broker_port,
-            timeout=KAFKA_READY_TIMEOUT,
-            proc=proc,
-            logs=layout.logs,
-        )
-    except OperationalError:
-        if proc is not None:
-            stop_process(proc.pid, layout)
-        raise
-    progress(f"kafka: ready at {address} in {time.monotonic() - started:.1f} s")
-    _ensure_topics(settings, broker_port, progress)
-
-
-def stop_kafka(settings: Settings, *, progress: Progress = log.info, graceful: bool = True) -> None:
-    """Stop the broker; ``graceful=False`` sends SIGKILL at once (a crash, for fault tests)."""
-    stop_service(kafka_layout(settings), progress, graceful=graceful)
-
-
-def kafka_status(settings: Settings) -> ServiceStatus:
-    """What ``status`` reports for the broker."""
-    port, _ = kafka_ports(settings)
-    layout = kafka_layout(settings)
-    return service_status(layout, f"{LOOPBACK}:{port}", port, _kafka_probe_fn(port), "Kafka")
+        for each in kafka_nodes(settings)
+    ]
 
 
 def kafka_layout(settings: Settings) -> Layout:
-    """The broker's files under ``stack_dir/kafka``; its signature is ``kafka.Kafka <config>``."""
-    root = stack_dir(settings) / "kafka"
-    config = root / "server.properties"
-    return Layout(
-        name="kafka",
-        root=root,
-        config=config,
-        data=root / "data",
-        pid_file=root / "kafka.pid",
-        stdout_log=root / "stdout.log",
-        logs=(root / "server.log", root / "stdout.log"),
-        signature=("kafka.Kafka", str(config)),
-    )
+    """Node 1's files (the only node of a one-node stack)."""
+    return node_layout(settings, 1)
+
+
+def _chosen(settings: Settings, node: int | None) -> list[KafkaNode]:
+    nodes = kafka_nodes(settings)
+    if node is None:
+        return nodes
+    if not 1 <= node <= len(nodes):
+        raise OperationalError(f"Kafka node: expected 1..{len(nodes)}, got {node}")
+    return [nodes[node - 1]]
 
 
 # --------------------------------------------------------------------------- jars (Maven)
@@ -205,9 +220,7 @@ def _kafka_lib(settings: Settings, progress: Progress) -> Path:
     try:
         pom = work / "pom.xml"
         pom.write_text(
-            _template("kafka/pom.xml").substitute(
-                kafka_version=version, log4j_version=LOG4J_VERSION
-            ),
+            template("pom.xml").substitute(kafka_version=version, log4j_version=LOG4J_VERSION),
             encoding="utf-8",
         )
         result = subprocess.run(
@@ -251,101 +264,35 @@ def _kafka_lib(settings: Settings, progress: Progress) -> Path:
     return lib
 
 
-# --------------------------------------------------------------------------- config and storage
-
-
-def _write_kafka_config(
-    settings: Settings, layout: Layout, broker_port: int, controller_port: int
-) -> Path:
-    """Write server.properties and the log4j2 file; rewritten each start so settings apply."""
-    layout.data.mkdir(parents=True, exist_ok=True)
-    write_atomic(
-        layout.config,
-        _template("kafka/server.properties").substitute(
-            host=LOOPBACK,
-            broker_port=broker_port,
-            controller_port=controller_port,
-            log_dirs=layout.data,
-            partitions=settings.partitions,
-        ),
-    )
-    log4j = layout.root / "log4j2.properties"
-    write_atomic(log4j, _template("kafka/log4j2.properties").substitute(log_file=layout.logs[0]))
-    return log4j
-
-
-def _format_kafka_storage(
-    java: str, lib: Path, log4j: Path, layout: Layout, progress: Progress
-) -> None:
-    """Format the KRaft log dir once (``--standalone``: this node is the only voter)."""
-    progress(f"kafka: formatting storage in {layout.data}")
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            java,
-            "-Xmx256m",
-            f"-Dlog4j2.configurationFile={log4j}",
-            "-cp",
-            f"{lib}/*",
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            _kafka_cluster_id(),
-            "-c",
-            str(layout.config),
-            "--ignore-formatted",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise OperationalError(
-            f"kafka: formatting {layout.data} failed (exit {result.returncode}):\n"
-            f"{tail_text(result.stdout + result.stderr, 20)}"
-        )
-    progress(f"kafka: storage formatted in {time.monotonic() - started:.1f} s")
-
-
-def _kafka_cluster_id() -> str:
-    """A cluster id as Kafka's ``Uuid.randomUuid`` makes it (url-safe base64, no '-' first)."""
-    while True:
-        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not text.startswith("-"):
-            return text
-
-
-def _template(name: str) -> Template:
-    return Template((_TEMPLATES / name).read_text(encoding="utf-8"))
-
-
 # --------------------------------------------------------------------------- admin and topics
 
 
-def _admin(port: int) -> AdminClient:
-    # error_cb and log_level=0 keep librdkafka from printing "connection refused" to stderr
-    # while we poll a broker that is still starting.
-    # (Typed as Any because the stubs do not admit callbacks in the config dict.)
-    conf: dict[str, Any] = {
-        "bootstrap.servers": f"{LOOPBACK}:{port}",
-        "socket.connection.setup.timeout.ms": 2000,
-        "reconnect.backoff.max.ms": 500,
-        "log_level": 0,
-        "error_cb": _ignore_kafka_error,
-    }
-    return AdminClient(conf)
+def _admin(settings: Settings, port: int) -> AdminClient:
+    """The one client configuration (TLS/SASL included), aimed at this node's port.
+
+    error_cb and log_level=0 keep librdkafka from printing "connection refused" to
+    stderr while we poll a broker that is still starting.
+    """
+    return AdminClient(
+        client_config(
+            settings,
+            bootstrap_servers=f"{LOOPBACK}:{port}",
+            socket_connection_setup_timeout_ms=2000,
+            reconnect_backoff_max_ms=500,
+            log_level=0,
+            error_cb=_ignore_kafka_error,
+        )
+    )
 
 
 def _ignore_kafka_error(_err: KafkaError) -> None:
     """Startup probes expect transport errors; the probe's own result reports failure."""
 
 
-def _kafka_probe_fn(port: int) -> Callable[[], str]:
+def _kafka_probe_fn(settings: Settings, port: int) -> Callable[[], str]:
     def probe() -> str:
         try:
-            metadata = _admin(port).list_topics(timeout=2.0)
+            metadata = _admin(settings, port).list_topics(timeout=2.0)
         except KafkaException as exc:
             raise NotReady(_kafka_error_text(exc)) from exc
         if not metadata.brokers:
@@ -361,48 +308,6 @@ def _kafka_error_text(exc: KafkaException) -> str:
     return str(err.str()) if isinstance(err, KafkaError) else str(exc)
 
 
-def _ensure_topics(settings: Settings, port: int, progress: Progress) -> None:
-    """Create the event topic and its DLQ if absent (a race with another creator is fine)."""
-    admin = _admin(port)
-    wanted = {settings.topic: settings.partitions, settings.dlq_topic: 1}
-    try:
-        existing = admin.list_topics(timeout=10.0).topics
-    except KafkaException as exc:
-        raise OperationalError(f"kafka: listing topics failed: {_kafka_error_text(exc)}") from exc
-    for name, partitions in wanted.items():
-        if name in existing and len(existing[name].partitions) != partitions:
-            log.warning(
-                "topic %s has %d partitions, settings ask for %d; leaving it as it is",
-                name,
-                len(existing[name].partitions),
-                partitions,
-            )
-    configs = {settings.dlq_topic: dict(DLQ_TOPIC_CONFIG)}  # a dead letter may exceed 1 MB
-    set_topic_configs(admin, {n: c for n, c in configs.items() if n in existing})
-    missing = [
-        NewTopic(
-            name,
-            num_partitions=partitions,
-            replication_factor=1,
-            config=configs.get(name, {}),
-        )
-        for name, partitions in wanted.items()
-        if name not in existing
-    ]
-    if not missing:
-        return
-    futures = admin.create_topics(missing, operation_timeout=30.0, request_timeout=30.0)
-    for name, future in futures.items():
-        try:
-            future.result(timeout=40.0)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise OperationalError(
-                f"kafka: creating topic {name!r} failed: {_kafka_error_text(exc)}"
-            ) from exc
-        except TimeoutError as exc:
-            raise OperationalError(f"kafka: creating topic {name!r} timed out after 40 s") from exc
-        count = wanted[name]
-        progress(f"kafka: created topic {name} ({count} partition{'' if count == 1 else 's'})")
+def _ensure_topics(settings: Settings) -> None:
+    """The event topic and its DLQ, as every hallstats client creates them."""
+    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])

@@ -1,4 +1,4 @@
-"""Local single-node stack: a Kafka 4.x KRaft broker and a ClickHouse server, no Docker.
+"""Local stack: Kafka 4.x KRaft (one node, or a three-node cluster) and ClickHouse, no Docker.
 
 Both run as plain detached processes whose files (configs, data, logs, pid files) live
 under ``settings.stack_dir``, so a test can start a second, throw-away stack next to the
@@ -80,4 +80,4 @@ def down(settings: Settings, *, progress: Progress = print) -> None:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """Report each service; read-only (stale pid files are left for ``up``/``down``)."""
-    return [kafka_status(settings), clickhouse_status(settings)]
+    return [*kafka_status(settings), clickhouse_status(settings)]

@@ -7,6 +7,8 @@ reaches every client at once.
 
 from __future__ import annotations
 
+import ssl
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,9 +47,109 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap.servers": settings.kafka_bootstrap,
         "log_level": 3,  # librdkafka warnings ("coordinator load in progress") are noise
+        **security_config(settings),
     }
     config.update({k if k in _PYTHON_KEYS else k.replace("_", "."): v for k, v in extra.items()})
     return config
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """TLS and SASL for librdkafka, from the ``HALLSTATS_KAFKA_SSL_*``/``_SASL_*`` settings.
+
+    The password goes into the client's configuration only; no one logs that dict.
+    """
+    protocol = settings.kafka_security_protocol
+    config: dict[str, Any] = {"security.protocol": protocol.lower()}
+    if protocol in ("SSL", "SASL_SSL"):
+        config["ssl.endpoint.identification.algorithm"] = "https"  # the name must match
+        if settings.kafka_ssl_ca_file is not None:
+            config["ssl.ca.location"] = str(settings.kafka_ssl_ca_file)
+        if settings.kafka_ssl_cert_file is not None:
+            config["ssl.certificate.location"] = str(settings.kafka_ssl_cert_file)
+        if settings.kafka_ssl_key_file is not None:
+            config["ssl.key.location"] = str(settings.kafka_ssl_key_file)
+    if protocol.startswith("SASL_"):
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    return config
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The same TLS trust for Python clients (Faust's aiokafka); None without TLS."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ca = settings.kafka_ssl_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+    if settings.kafka_ssl_cert_file is not None:
+        key = settings.kafka_ssl_key_file
+        context.load_cert_chain(
+            str(settings.kafka_ssl_cert_file), str(key) if key is not None else None
+        )
+    return context
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same connection settings as Faust's ``broker_credentials`` (None: plaintext)."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return SSLCredentials(ssl_context(settings))
+    return SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=ssl_context(settings),
+    )
+
+
+def connect_admin(settings: Settings, timeout: float = 15.0) -> tuple[AdminClient, Any]:
+    """An admin client that has talked to the cluster, and that cluster's metadata.
+
+    A wrong password or an untrusted certificate fails within a few seconds with
+    an error naming the setting to check, instead of waiting out the timeout.
+    """
+    errors: list[KafkaError] = []
+    admin = AdminClient(
+        client_config(settings, error_cb=errors.append, socket_connection_setup_timeout_ms=5000)
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return admin, admin.list_topics(timeout=1.0)
+        except KafkaException as exc:
+            admin.poll(0.1)  # serves error_cb: list_topics itself does not
+            problem = _connection_problem(settings, errors)
+            if problem is not None:
+                raise OperationalError(problem) from exc
+            if time.monotonic() >= deadline:
+                raise OperationalError(
+                    f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s "
+                    f"({exc}); start it with `hallstats stack up`"
+                ) from exc
+
+
+def _connection_problem(settings: Settings, errors: list[KafkaError]) -> str | None:
+    """A security failure among librdkafka's errors, worded for the operator."""
+    where = f"Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol})"
+    for err in errors:
+        text = str(err.str())
+        if err.code() == KafkaError._AUTHENTICATION or "SASL authentication" in text:
+            return (
+                f"{where} refused the credentials of user {settings.kafka_sasl_username!r} "
+                f"({settings.kafka_sasl_mechanism}): check HALLSTATS_KAFKA_SASL_USERNAME and "
+                f"HALLSTATS_KAFKA_SASL_PASSWORD. The broker said: {text}"
+            )
+        if err.code() == KafkaError._SSL or "SSL handshake" in text or "certificate" in text:
+            return (
+                f"{where}: the TLS handshake failed: check HALLSTATS_KAFKA_SSL_CA_FILE (and "
+                f"HALLSTATS_KAFKA_SSL_CERT_FILE/_KEY_FILE if the brokers want a client "
+                f"certificate). librdkafka said: {text}"
+            )
+    return None
 
 
 #: confluent-kafka's own keys (callbacks and the like), passed as they are.
@@ -101,20 +203,21 @@ def ensure_topics(
     by an older version is upgraded. The DLQ (``settings.dlq_topic``) always gets
     :data:`DLQ_TOPIC_CONFIG`, whoever creates it.
     """
-    admin = AdminClient(client_config(settings))
-    try:
-        existing = admin.list_topics(timeout=15).topics
-    except KafkaException as exc:
-        raise OperationalError(
-            f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}); "
-            "start it with `hallstats stack up`"
-        ) from exc
+    admin, metadata = connect_admin(settings)
+    existing = metadata.topics
+    replicas = replication_factor(len(metadata.brokers))
     topics = list(topics)
     configs = {**dlq_topic_configs(settings), **(configs or {})}
     if settings.dlq_topic in configs:
         configs[settings.dlq_topic] = {**DLQ_TOPIC_CONFIG, **configs[settings.dlq_topic]}
+    durability = {"min.insync.replicas": str(min_insync_replicas(replicas))}
     wanted = [
-        NewTopic(name, num_partitions=n, replication_factor=1, config=dict(configs.get(name, {})))
+        NewTopic(
+            name,
+            num_partitions=n,
+            replication_factor=replicas,
+            config={**durability, **configs.get(name, {})},
+        )
         for name, n in topics
     ]
     missing = [t for t in wanted if t.topic not in existing]
@@ -134,6 +237,16 @@ def ensure_topics(
             if config and name not in created and name in {t.topic for t in wanted}
         },
     )
+
+
+def replication_factor(brokers: int) -> int:
+    """Three copies of every partition when the cluster has three brokers or more."""
+    return max(1, min(3, brokers))
+
+
+def min_insync_replicas(replicas: int) -> int:
+    """With three copies, an acknowledged write is on two brokers: one may die."""
+    return 2 if replicas >= 3 else 1
 
 
 def set_topic_configs(admin: AdminClient, configs: Mapping[str, Mapping[str, str]]) -> None:

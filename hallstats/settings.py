@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr, field_validator
@@ -23,6 +23,25 @@ class Settings(BaseSettings):
     # Kafka
     kafka_bootstrap: str = Field(
         default="127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma-separated)"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how every Kafka client connects (production: SASL_SSL)"
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the brokers' certificates"
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate, when brokers require one (mutual TLS)"
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        default=None, description="PEM private key of that client certificate"
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism (SASL_* protocols)"
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user (SASL_* protocols)")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL password (never logged)"
     )
     topic: str = Field(default="service-events", description="input topic the terminals write to")
     dlq_topic: str = Field(
@@ -159,6 +178,13 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "hallstats", description="where Kafka's jars are kept"
     )
     kafka_version: str = Field(default="4.1.1", description="the pinned Kafka version")
+    stack_kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        le=9,
+        description="Kafka nodes the stack runs (3: a KRaft cluster, node i on the i-th "
+        "bootstrap port or the first + 2(i-1))",
+    )
 
     @field_validator("timezone")
     @classmethod

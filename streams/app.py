@@ -25,6 +25,7 @@ from typing import Any
 import faust
 
 from hallstats.errors import HallstatsError
+from hallstats.kafka import faust_credentials
 from hallstats.settings import Settings
 from streams import bundles
 from streams.counting import Counting
@@ -86,9 +87,12 @@ def build_app(
     (automatic finalization, given by the composition root: readers are not ours)."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),  # TLS/SASL as every other client
         datadir=str(settings.worker_data_dir.resolve() / settings.app_id),
         topic_partitions=settings.partitions,
+        # Faust creates no topic itself: prepare_topics made them all, with the
+        # cluster's replication; this only matters if one was deleted meanwhile.
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         # A killed member's partitions move after 10 s, not Faust's default 60 s.

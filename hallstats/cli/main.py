@@ -46,6 +46,8 @@ def _week(text: str) -> object:
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from deploy import stack
 
+    if args.brokers is not None:
+        settings = settings.model_copy(update={"stack_kafka_brokers": args.brokers})
     if args.action == "up":
         stack.up(settings, progress=lambda m: err.print(f"[cyan]stack[/]: {m}"))
     elif args.action == "down":
@@ -372,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stack", help="start/stop the local Kafka + ClickHouse (127.0.0.1)")
     p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "--brokers",
+        type=int,
+        choices=range(1, 10),
+        metavar="N",
+        help="Kafka nodes (default HALLSTATS_STACK_KAFKA_BROKERS, 1; 3 makes a KRaft cluster)",
+    )
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("emit", help="publish a JSON Lines file of events to Kafka")
