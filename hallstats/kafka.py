@@ -164,16 +164,19 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     Messages up to :data:`DLQ_MAX_MESSAGE_BYTES` (a dead-letter record of a large
     rejected message); other topics keep the broker's own, smaller limit.
     """
+    defaults: dict[str, Any] = {
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 20,
+        "compression_type": "lz4",
+        "message_timeout_ms": 120_000,
+    }
     return client_config(
         settings,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=20,
-        compression_type="lz4",
-        message_timeout_ms=120_000,
-        # never less than a dead letter's size: every producer may dead-letter
         **{
+            **defaults,
             **extra,
+            # never less than a dead letter's size: every producer may dead-letter
             "message_max_bytes": max(DLQ_MAX_MESSAGE_BYTES, extra.get("message_max_bytes", 0)),
         },
     )
