@@ -19,6 +19,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from string import Template
 
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
@@ -45,6 +46,7 @@ from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 
 log = logging.getLogger(__name__)
+_TEMPLATES = Path(__file__).resolve().parent / "clickhouse"
 
 CLICKHOUSE_READY_TIMEOUT = 60.0
 
@@ -273,6 +275,40 @@ def _configure_users(root: ET.Element, settings: Settings) -> None:
         ET.SubElement(user, "password_sha256_hex").text = digest
     else:
         ET.SubElement(user, "password").text = ""
+    if name != "default" or settings.clickhouse_reader_user:
+        _add_hallstats_users(root, settings)
+
+
+def _add_hallstats_users(root: ET.Element, settings: Settings) -> None:
+    """Merge deploy/clickhouse/hallstats-users.xml (the production file) into users.xml:
+    the writer and the read-only reader, limited to the one database."""
+    reader = settings.clickhouse_reader_user
+    if not reader or not _XML_NAME.match(reader):
+        raise OperationalError(
+            "HALLSTATS_CLICKHOUSE_READER_USER: a stack with its own writer user also makes "
+            f"the read-only user; expected a plain name, got {reader!r}"
+        )
+
+    def digest(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    text = Template((_TEMPLATES / "hallstats-users.xml").read_text(encoding="utf-8")).substitute(
+        writer=settings.clickhouse_user,
+        writer_sha256=digest(settings.clickhouse_password.get_secret_value()),
+        reader=reader,
+        reader_sha256=digest(settings.clickhouse_reader_password.get_secret_value()),
+        network=LOOPBACK,
+        database=settings.clickhouse_database,
+    )
+    extra = ET.fromstring(text)
+    for section in ("profiles", "users"):
+        target = root.find(section)
+        if target is None:
+            target = ET.SubElement(root, section)
+        for element in extra.find(section) or []:
+            for old in target.findall(element.tag):
+                target.remove(old)
+            target.append(element)
 
 
 def _set(root: ET.Element, path: str, text: str) -> None:

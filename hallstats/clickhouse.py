@@ -24,20 +24,33 @@ from hallstats.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def connect(settings: Settings) -> Client:
-    """A client on the ``default`` database: hallstats always qualifies table names,
-    so a client works before ``settings.clickhouse_database`` exists. The password
-    is passed through, never logged."""
-    return Client(
+def connect(settings: Settings, *, reader: bool = False) -> Client:
+    """A client on the ``system`` database: hallstats always qualifies table names,
+    so a client works before ``settings.clickhouse_database`` exists, and a user
+    limited to that one database (``allow_databases``) may still connect. The
+    password is passed through, never logged.
+
+    ``reader``: the read-only user when one is configured (the server refuses its
+    writes); otherwise the writer's user in sessions marked read-only.
+    """
+    if reader and settings.clickhouse_reader_user:
+        user = settings.clickhouse_reader_user
+        password = settings.clickhouse_reader_password.get_secret_value()
+    else:
+        user, password = settings.clickhouse_user, settings.clickhouse_password.get_secret_value()
+    client = Client(
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
-        user=settings.clickhouse_user,
-        password=settings.clickhouse_password.get_secret_value(),
-        database="default",
+        user=user,
+        password=password,
+        database="system",
         connect_timeout=5,
         send_receive_timeout=60,
         settings={"use_client_time_zone": False},
     )
+    if reader and not settings.clickhouse_reader_user:
+        client.settings["readonly"] = 2  # reads and session settings only
+    return client
 
 
 def execute(client: Client, query: str, params: Any = None, *, settings: Settings) -> Any:
@@ -48,7 +61,7 @@ def execute(client: Client, query: str, params: Any = None, *, settings: Setting
             log_statement(settings, _rendered(client, query, params))
         return result
     except (ClickHouseDriverError, OSError, EOFError) as exc:
-        raise _operational(exc, settings) from exc
+        raise _operational(exc, settings, client) from exc
 
 
 def execute_iter(
@@ -60,7 +73,7 @@ def execute_iter(
     try:
         yield from client.execute_iter(query, settings={"max_block_size": block_rows})
     except (ClickHouseDriverError, OSError, EOFError) as exc:
-        raise _operational(exc, settings) from exc
+        raise _operational(exc, settings, client) from exc
 
 
 def log_statement(settings: Settings, sql: str) -> None:
@@ -93,11 +106,26 @@ def _rendered(client: Client, query: str, params: Any) -> str:
     return query
 
 
-def _operational(exc: BaseException, settings: Settings) -> OperationalError:
-    return OperationalError(
-        f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: "
-        f"{type(exc).__name__}: {exc}".strip()
-    )
+def _operational(
+    exc: BaseException, settings: Settings, client: Client | None = None
+) -> OperationalError:
+    where = f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}"
+    if getattr(exc, "code", None) in _AUTHENTICATION_CODES:
+        user = client.connection.user if client is not None else settings.clickhouse_user
+        names = (
+            "HALLSTATS_CLICKHOUSE_READER_USER and HALLSTATS_CLICKHOUSE_READER_PASSWORD"
+            if settings.clickhouse_reader_user and user == settings.clickhouse_reader_user
+            else "HALLSTATS_CLICKHOUSE_USER and HALLSTATS_CLICKHOUSE_PASSWORD"
+        )
+        return OperationalError(
+            f"{where} refused user {user!r}: check {names} "
+            f"(server code {getattr(exc, 'code', '?')})"
+        )
+    return OperationalError(f"{where}: {type(exc).__name__}: {exc}".strip())
+
+
+#: UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD, AUTHENTICATION_FAILED.
+_AUTHENTICATION_CODES = frozenset({192, 193, 194, 516})
 
 
 def tsv_text(value: str) -> str:
@@ -206,10 +234,7 @@ class ClientPool:
         self._readonly = readonly
 
     def _new(self) -> Client:
-        client = connect(self._settings)
-        if self._readonly:
-            client.settings["readonly"] = 2
-        return client
+        return connect(self._settings, reader=self._readonly)
 
     @contextmanager
     def client(self) -> Iterator[Client]:

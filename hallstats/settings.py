@@ -65,9 +65,20 @@ class Settings(BaseSettings):
     clickhouse_http_port: int = Field(
         default=8123, description="ClickHouse HTTP port (the worker's bulk inserts)"
     )
-    clickhouse_user: str = Field(default="default", description="ClickHouse user")
+    clickhouse_user: str = Field(
+        default="default",
+        description="ClickHouse user of the worker, finalize, backup and restore (writes)",
+    )
     clickhouse_password: SecretStr = Field(
         default=SecretStr(""), description="ClickHouse password (never logged)"
+    )
+    clickhouse_reader_user: str = Field(
+        default="",
+        description="read-only ClickHouse user of the API, bulletin, revisions, reconcile and "
+        "status (empty: the writer's user, in read-only sessions)",
+    )
+    clickhouse_reader_password: SecretStr = Field(
+        default=SecretStr(""), description="that user's password (never logged)"
     )
     clickhouse_database: str = Field(
         default="hallstats", description="database hallstats creates and uses"

@@ -9,9 +9,12 @@ never double counts.
 
 from __future__ import annotations
 
+import re
+
 from clickhouse_driver import Client
 
 from hallstats.clickhouse import connect, execute
+from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.catalog import COUNTED_TYPES, EventType
 
@@ -136,11 +139,57 @@ ORDER BY token_hash""",
 
 
 def ensure_schema(settings: Settings, client: Client | None = None) -> None:
-    """Create the database and tables if missing (idempotent)."""
+    """Create the database and the tables that are missing (idempotent).
+
+    Only what is missing is created, so a read-only user (the API's, the
+    bulletin's) passes here once the worker has made the schema; before that, it
+    gets an error that says so.
+    """
     own = client or connect(settings)
+    database = settings.clickhouse_database
     try:
-        for statement in statements(settings.clickhouse_database):
-            execute(own, statement, settings=settings)
+        present = {
+            str(name)
+            for (name,) in execute(
+                own,
+                "SELECT name FROM system.tables WHERE database = %(db)s",
+                {"db": database},
+                settings=settings,
+            )
+        }
+        for statement in statements(database):
+            made = _CREATES.search(statement)
+            table = made.group(1) if made is not None else None
+            if (table in present) if table else bool(present):  # no table: the database
+                continue
+            try:
+                execute(own, statement, settings=settings)
+            except OperationalError as exc:
+                if "readonly" not in str(exc).lower():
+                    raise
+                _create_as_writer(settings, statement, exc)
     finally:
         if client is None:
             own.disconnect()
+
+
+def _create_as_writer(settings: Settings, statement: str, refused: OperationalError) -> None:
+    """A reader's session may not create; the writer (if this process has its
+    credentials, as in a one-box setup) makes the missing schema instead."""
+    writer = connect(settings)
+    try:
+        execute(writer, statement, settings=settings)
+    except OperationalError as exc:
+        raise OperationalError(
+            f"ClickHouse: the schema of {settings.clickhouse_database!r} is missing and this "
+            "process may not create it (it reads as a read-only user): start `hallstats "
+            f"worker` once, or run `hallstats finalize`, with the writer user ({refused}; "
+            f"as the writer: {exc})"
+        ) from exc
+    finally:
+        writer.disconnect()
+
+
+#: What a statement of :func:`statements` creates: group 1 is the table, absent for
+#: the database (which exists when any of its tables does).
+_CREATES = re.compile(r"CREATE (?:TABLE|DATABASE) IF NOT EXISTS \w+(?:\.(\w+))?")

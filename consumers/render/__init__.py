@@ -37,7 +37,7 @@ def _completeness(settings: Settings, week: IsoWeek) -> dict[str, object]:
     from consumers import completeness
     from hallstats.clickhouse import connect
 
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         return completeness.judge(client, settings, week, datetime.now(UTC)).as_json()
     finally:
@@ -50,7 +50,7 @@ def _paragraph(settings: Settings, week: IsoWeek, version: int | None) -> str:
     from hallstats.clickhouse import connect
     from schemas.ddl import ensure_schema
 
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         ensure_schema(settings, client)
         snap = finalized.read(client, settings, week, version)

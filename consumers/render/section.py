@@ -145,7 +145,7 @@ def _sentence(opening: str, changes: Changes) -> str:
 
 def load(settings: Settings, week: IsoWeek, version: int | None = None) -> Section:
     """Read one finalized version (latest by default); NotFinalizedError if none."""
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         ensure_schema(settings, client)
         snapshot = finalized.read(client, settings, week, version)

@@ -202,7 +202,7 @@ def cmd_revisions(args: argparse.Namespace, settings: Settings) -> int:
     from hallstats.clickhouse import connect
     from schemas.ddl import ensure_schema
 
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         ensure_schema(settings, client)
         found = finalized.versions(client, settings, args.week)
@@ -227,7 +227,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from hallstats.clickhouse import connect
     from schemas.ddl import ensure_schema
 
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         ensure_schema(settings, client)
         check = reconcile(client, settings, args.week)

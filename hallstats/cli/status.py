@@ -133,7 +133,7 @@ def gather(settings: Settings, *, url: str | None, interval: float) -> Report:
         report.lags += [
             (lag.topic, lag.partition, lag.committed, lag.high) for lag in lags(settings, topic)
         ]
-    client = connect(settings)
+    client = connect(settings, reader=True)
     try:
         ensure_schema(settings, client)
         for (period, kind, _hall), n in live_counts(client, settings, now).items():
