@@ -14,6 +14,7 @@ from hallstats.errors import DataError, IntegrityError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.ddl import ensure_schema
+from schemas.queries import sync_replicas
 from streams.progress import Lag, wait_until_caught_up
 
 
@@ -46,6 +47,7 @@ def finalize(
     client = connect(settings)
     try:
         ensure_schema(settings, client)
+        sync_replicas(client, settings)
         check = reconcile(client, settings, week)
         if not check.ok:
             raise IntegrityError(

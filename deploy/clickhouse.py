@@ -42,6 +42,7 @@ from deploy.processes import (
     wait_until,
     write_atomic,
 )
+from deploy.zookeeper import start_zookeeper, stop_zookeeper, zookeeper_status
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 
@@ -58,50 +59,89 @@ _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # --------------------------------------------------------------------------- life cycle
 
 
-def wait_for_clickhouse(settings: Settings, timeout: float) -> None:
-    """Block until ClickHouse answers ``SELECT``; OperationalError after ``timeout``."""
-    wait_until(
-        f"ClickHouse at {LOOPBACK}:{settings.clickhouse_port}",
-        lambda: _clickhouse_probe(settings),
-        port=settings.clickhouse_port,
-        timeout=timeout,
-        proc=None,
-        logs=clickhouse_layout(settings).logs,
+def replica_settings(settings: Settings, index: int = 0) -> Settings:
+    """The settings of server ``index`` of ``clickhouse_servers`` alone (no failover)."""
+    servers = settings.clickhouse_servers
+    if not 0 <= index < len(servers):
+        raise OperationalError(f"ClickHouse replica: expected 1..{len(servers)}, got {index + 1}")
+    host, native, http = servers[index]
+    return settings.model_copy(
+        update={
+            "clickhouse_host": host,
+            "clickhouse_port": native,
+            "clickhouse_http_port": http,
+            "clickhouse_replicas": "",
+        }
     )
 
 
-def start_clickhouse(settings: Settings, *, progress: Progress = log.info) -> None:
-    """Start ClickHouse unless it already answers, wait for it, create the database."""
+def _chosen(settings: Settings, replica: int | None) -> list[int]:
+    """Server indexes: every replica of a cluster (one server without one), or one."""
+    count = len(settings.clickhouse_servers) if settings.clickhouse_cluster else 1
+    if replica is None:
+        return list(range(count))
+    replica_settings(settings, replica - 1)  # checks the range
+    return [replica - 1]
+
+
+def wait_for_clickhouse(settings: Settings, timeout: float, *, replica: int | None = None) -> None:
+    """Block until each server answers ``SELECT``; OperationalError after ``timeout``."""
+    for index in _chosen(settings, replica):
+        server = replica_settings(settings, index)
+        wait_until(
+            f"ClickHouse at {LOOPBACK}:{server.clickhouse_port}",
+            lambda server=server: _clickhouse_probe(server),  # type: ignore[misc]
+            port=server.clickhouse_port,
+            timeout=timeout,
+            proc=None,
+            logs=clickhouse_layout(settings, index).logs,
+        )
+
+
+def start_clickhouse(
+    settings: Settings, *, progress: Progress = log.info, replica: int | None = None
+) -> None:
+    """Start each server (or replica ``replica``, counted from 1) unless it answers,
+    wait for it, create the database. A cluster's ZooKeeper starts first."""
     require_loopback("HALLSTATS_CLICKHOUSE_HOST", settings.clickhouse_host)
-    layout = clickhouse_layout(settings)
-    port = settings.clickhouse_port
+    if settings.clickhouse_cluster:
+        start_zookeeper(settings, progress=progress)
+    for index in _chosen(settings, replica):
+        _start_server(settings, index, progress)
+
+
+def _start_server(settings: Settings, index: int, progress: Progress) -> None:
+    server = replica_settings(settings, index)
+    layout = clickhouse_layout(settings, index)
+    name = layout.name
+    port = server.clickhouse_port
     address = f"{LOOPBACK}:{port}"
 
     if listening(port):
         with contextlib.suppress(NotReady):
-            detail = _clickhouse_probe(settings)
-            progress(f"clickhouse: already running at {address} ({detail})")
-            _ensure_database(settings, progress)
+            detail = _clickhouse_probe(server)
+            progress(f"{name}: already running at {address} ({detail})")
+            _ensure_database(server, progress)
             return
 
     proc: subprocess.Popen[bytes] | None = None
     pid = find_pid(layout, cleanup=True)
     if pid is not None:
-        progress(f"clickhouse: pid {pid} is up but not answering yet; waiting for it")
+        progress(f"{name}: pid {pid} is up but not answering yet; waiting for it")
     else:
         require_free_port(port, "ClickHouse", "HALLSTATS_CLICKHOUSE_PORT")
         require_free_port(
-            settings.clickhouse_http_port, "ClickHouse (HTTP)", "HALLSTATS_CLICKHOUSE_HTTP_PORT"
+            server.clickhouse_http_port, "ClickHouse (HTTP)", "HALLSTATS_CLICKHOUSE_HTTP_PORT"
         )
         command = clickhouse_command()
-        write_clickhouse_config(settings, layout)
-        progress(f"clickhouse: starting on {address} (log: {layout.logs[0]})")
+        write_clickhouse_config(settings, layout, index)
+        progress(f"{name}: starting on {address} (log: {layout.logs[0]})")
         proc = spawn([*command, *layout.signature], layout)
     started = time.monotonic()
     try:
         wait_until(
             f"ClickHouse at {address}",
-            lambda: _clickhouse_probe(settings),
+            lambda: _clickhouse_probe(server),
             port=port,
             timeout=CLICKHOUSE_READY_TIMEOUT,
             proc=proc,
@@ -111,33 +151,52 @@ def start_clickhouse(settings: Settings, *, progress: Progress = log.info) -> No
         if proc is not None:
             stop_process(proc.pid, layout)
         raise
-    progress(f"clickhouse: ready at {address} in {time.monotonic() - started:.1f} s")
-    _ensure_database(settings, progress)
+    progress(f"{name}: ready at {address} in {time.monotonic() - started:.1f} s")
+    _ensure_database(server, progress)
 
 
-def stop_clickhouse(settings: Settings, *, progress: Progress = log.info) -> None:
-    """Stop ClickHouse (SIGTERM, then SIGKILL after 20 s)."""
-    stop_service(clickhouse_layout(settings), progress, graceful=True)
+def stop_clickhouse(
+    settings: Settings,
+    *,
+    progress: Progress = log.info,
+    replica: int | None = None,
+    graceful: bool = True,
+) -> None:
+    """Stop each server (SIGTERM, then SIGKILL after 20 s; ``graceful=False``: SIGKILL at
+    once, a crash), or replica ``replica``; with all of them, the cluster's ZooKeeper."""
+    for index in _chosen(settings, replica):
+        stop_service(clickhouse_layout(settings, index), progress, graceful=graceful)
+    if settings.clickhouse_cluster and replica is None:
+        stop_zookeeper(settings, progress=progress)
 
 
-def clickhouse_status(settings: Settings) -> ServiceStatus:
-    """What ``status`` reports for the server."""
-    port = settings.clickhouse_port
-    return service_status(
-        clickhouse_layout(settings),
-        f"{LOOPBACK}:{port} (http {settings.clickhouse_http_port})",
-        port,
-        lambda: _clickhouse_probe(settings),
-        "ClickHouse",
-    )
+def clickhouse_status(settings: Settings) -> list[ServiceStatus]:
+    """What ``status`` reports: each server, and a cluster's ZooKeeper."""
+    states = []
+    for index in _chosen(settings, None):
+        server = replica_settings(settings, index)
+        port = server.clickhouse_port
+        states.append(
+            service_status(
+                clickhouse_layout(settings, index),
+                f"{LOOPBACK}:{port} (http {server.clickhouse_http_port})",
+                port,
+                lambda server=server: _clickhouse_probe(server),  # type: ignore[misc]
+                "ClickHouse",
+            )
+        )
+    if settings.clickhouse_cluster:
+        states.append(zookeeper_status(settings))
+    return states
 
 
-def clickhouse_layout(settings: Settings) -> Layout:
-    """The server's files under ``stack_dir/clickhouse``; its signature is its config path."""
-    root = stack_dir(settings) / "clickhouse"
+def clickhouse_layout(settings: Settings, index: int = 0) -> Layout:
+    """Server ``index``'s files under ``stack_dir/clickhouse`` (``clickhouse-2``, ... for
+    more replicas); its signature is its config path."""
+    root = stack_dir(settings) / ("clickhouse" if index == 0 else f"clickhouse-{index + 1}")
     config = root / "config.xml"
     return Layout(
-        name="clickhouse",
+        name=root.name,
         root=root,
         config=config,
         data=root / "data",
@@ -174,7 +233,7 @@ def clickhouse_command() -> list[str]:
 # --------------------------------------------------------------------------- config and users
 
 
-def write_clickhouse_config(settings: Settings, layout: Layout) -> None:
+def write_clickhouse_config(settings: Settings, layout: Layout, index: int = 0) -> None:
     """Derive config.xml/users.xml from the packaged ones, pointing every path into the stack.
 
     Starting from the installed files keeps the defaults that fit that server version;
@@ -226,11 +285,14 @@ def write_clickhouse_config(settings: Settings, layout: Layout) -> None:
     _set(root, "users_config", str(users_file))
     _set(root, "logger/log", str(logs / "server.log"))
     _set(root, "logger/errorlog", str(logs / "server.err.log"))
-    _set(root, "tcp_port", str(settings.clickhouse_port))
-    _set(root, "http_port", str(settings.clickhouse_http_port))
+    server = replica_settings(settings, index)
+    _set(root, "tcp_port", str(server.clickhouse_port))
+    _set(root, "http_port", str(server.clickhouse_http_port))
     # Server default zone for DateTime without an explicit one: fixed, not the machine's.
     _set(root, "timezone", "UTC")
     ET.SubElement(root, "listen_host").text = LOOPBACK
+    if settings.clickhouse_cluster:
+        _add_cluster(root, settings, index)
     write_atomic(layout.config, _xml_text(tree))
 
     users_tree = ET.parse(users_base)
@@ -277,6 +339,33 @@ def _configure_users(root: ET.Element, settings: Settings) -> None:
         ET.SubElement(user, "password").text = ""
     if name != "default" or settings.clickhouse_reader_user:
         _add_hallstats_users(root, settings)
+
+
+def _add_cluster(root: ET.Element, settings: Settings, index: int) -> None:
+    """Merge deploy/clickhouse/cluster.xml (the production file) for server ``index``."""
+    if not _IDENTIFIER.match(settings.clickhouse_cluster):
+        raise OperationalError(
+            "HALLSTATS_CLICKHOUSE_CLUSTER: expected letters, digits and '_', "
+            f"got {settings.clickhouse_cluster!r}"
+        )
+    replicas = "\n".join(
+        f"                <replica><host>{host}</host><port>{native}</port></replica>"
+        for host, native, _http in settings.clickhouse_servers
+    )
+    _host, _native, http = settings.clickhouse_servers[index]
+    text = Template((_TEMPLATES / "cluster.xml").read_text(encoding="utf-8")).substitute(
+        cluster=settings.clickhouse_cluster,
+        replicas=replicas,
+        zookeeper_host=LOOPBACK,
+        zookeeper_port=settings.stack_zookeeper_port,
+        replica=f"r{index + 1}",
+        host=LOOPBACK,
+        interserver_port=http + 1,  # the HTTP port + 1 (8124 beside 8123)
+    )
+    for element in ET.fromstring(text):
+        for old in root.findall(element.tag):
+            root.remove(old)
+        root.append(element)
 
 
 def _add_hallstats_users(root: ET.Element, settings: Settings) -> None:

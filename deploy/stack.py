@@ -80,4 +80,4 @@ def down(settings: Settings, *, progress: Progress = print) -> None:
 
 def status(settings: Settings) -> list[ServiceStatus]:
     """Report each service; read-only (stale pid files are left for ``up``/``down``)."""
-    return [*kafka_status(settings), clickhouse_status(settings)]
+    return [*kafka_status(settings), *clickhouse_status(settings)]

@@ -38,9 +38,11 @@ def connect(settings: Settings, *, reader: bool = False) -> Client:
         password = settings.clickhouse_reader_password.get_secret_value()
     else:
         user, password = settings.clickhouse_user, settings.clickhouse_password.get_secret_value()
+    others = ",".join(f"{host}:{port}" for host, port, _http in settings.clickhouse_servers[1:])
     client = Client(
         host=settings.clickhouse_host,
         port=settings.clickhouse_port,
+        alt_hosts=others or None,  # tried in turn when a connection cannot be made
         user=user,
         password=password,
         database="system",
@@ -173,6 +175,7 @@ class HttpInserter:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._connection: http.client.HTTPConnection | None = None
+        self._server = 0  # index into settings.clickhouse_servers
         credentials = (
             f"{settings.clickhouse_user}:{settings.clickhouse_password.get_secret_value()}"
         )
@@ -189,26 +192,27 @@ class HttpInserter:
         statement = f"INSERT INTO {table} ({columns}) FORMAT TabSeparated"
         log_statement(self._settings, statement)
         query = urllib.parse.quote(statement)
-        where = (
-            f"ClickHouse at {self._settings.clickhouse_host}:{self._settings.clickhouse_http_port}"
-        )
-        for attempt in (1, 2):
+        servers = self._settings.clickhouse_servers
+        attempts = len(servers) + 1  # a stale keep-alive connection, then each server
+        for attempt in range(attempts):
             reused = self._connection is not None
+            host, _native, port = servers[self._server]
+            where = f"ClickHouse at {host}:{port}"
             try:
                 if self._connection is None:
-                    self._connection = http.client.HTTPConnection(
-                        self._settings.clickhouse_host,
-                        self._settings.clickhouse_http_port,
-                        timeout=60,
-                    )
+                    self._connection = http.client.HTTPConnection(host, port, timeout=60)
                 self._connection.request("POST", f"/?query={query}", body, self._headers)
                 response = self._connection.getresponse()
                 answer = response.read()
                 break
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
-                # The server closes idle keep-alive connections: one fresh try.
-                if reused and attempt == 1:
+                # The server closes idle keep-alive connections: one fresh try. A fresh
+                # connection that fails means this server is down: the next replica.
+                # A retried insert is harmless: every table is idempotent by key.
+                if not reused:
+                    self._server = (self._server + 1) % len(servers)
+                if attempt + 1 < attempts:
                     continue
                 raise OperationalError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if response.status != 200:

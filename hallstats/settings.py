@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(
         default="hallstats", description="database hallstats creates and uses"
     )
+    clickhouse_cluster: str = Field(
+        default="",
+        description="the servers' cluster name (`remote_servers`): tables are then "
+        "Replicated*MergeTree, created ON CLUSTER (see From one box to a cluster)",
+    )
+    clickhouse_replicas: str = Field(
+        default="",
+        description="more replicas as host:native_port:http_port, comma-separated: clients "
+        "fail over to them when the first server is down",
+    )
     clickhouse_statement_log: Path | None = Field(
         default=None,
         description="append the text of every statement sent to ClickHouse (rows of bulk "
@@ -189,6 +199,10 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "hallstats", description="where Kafka's jars are kept"
     )
     kafka_version: str = Field(default="4.1.1", description="the pinned Kafka version")
+    stack_zookeeper_port: int = Field(
+        default=2181,
+        description="the stack's ZooKeeper (127.0.0.1), started with replicated ClickHouse",
+    )
     stack_kafka_brokers: int = Field(
         default=1,
         ge=1,
@@ -207,6 +221,28 @@ class Settings(BaseSettings):
                 f"HALLSTATS_TIMEZONE: expected an IANA zone like 'Asia/Shanghai', got {value!r}"
             ) from exc
         return value
+
+    @field_validator("clickhouse_replicas")
+    @classmethod
+    def _replica_list(cls, value: str) -> str:
+        for entry in filter(None, (e.strip() for e in value.split(","))):
+            host, _, ports = entry.partition(":")
+            native, _, http = ports.partition(":")
+            if not (host and native.isdigit() and http.isdigit()):
+                raise ValueError(
+                    f"expected host:native_port:http_port entries, got {entry!r} "
+                    "(e.g. 127.0.0.1:9100:8223)"
+                )
+        return value
+
+    @property
+    def clickhouse_servers(self) -> list[tuple[str, int, int]]:
+        """(host, native port, http port) of every replica, the configured server first."""
+        servers = [(self.clickhouse_host, self.clickhouse_port, self.clickhouse_http_port)]
+        for entry in filter(None, (e.strip() for e in self.clickhouse_replicas.split(","))):
+            host, native, http = entry.split(":")
+            servers.append((host, int(native), int(http)))
+        return servers
 
     @property
     def zone(self) -> ZoneInfo:

@@ -21,8 +21,48 @@ from schemas.catalog import COUNTED_TYPES, EventType
 _TYPE_ENUM = "Enum8(" + ", ".join(f"'{t.value}' = {i}" for i, t in enumerate(EventType, 1)) + ")"
 
 
-def statements(database: str) -> list[str]:
-    """Every CREATE needed by the worker and the readers, safe to run repeatedly."""
+def statements(database: str, cluster: str = "") -> list[str]:
+    """Every CREATE needed by the worker and the readers, safe to run repeatedly.
+
+    With ``cluster`` (``HALLSTATS_CLICKHOUSE_CLUSTER``) each runs ``ON CLUSTER`` and
+    every table is the Replicated twin of its engine, so all replicas of the shard
+    hold it (see :func:`on_cluster`).
+    """
+    plain = _statements(database)
+    return [on_cluster(statement, cluster) for statement in plain] if cluster else plain
+
+
+def table_names() -> list[str]:
+    """The tables :func:`statements` creates, in that order."""
+    found = (_CREATES.search(s) for s in _statements("db"))
+    return [m.group(1) for m in found if m is not None and m.group(1)]
+
+
+def on_cluster(statement: str, cluster: str) -> str:
+    """``CREATE ... ON CLUSTER`` with ``Replicated*MergeTree``: one ZooKeeper path per
+    table and shard (the servers' ``{shard}`` macro), one replica name per server."""
+    made = _CREATES.search(statement)
+    if made is None:
+        return statement
+    statement = statement[: made.end()] + f" ON CLUSTER {cluster}" + statement[made.end() :]
+    table = made.group(1)
+    if table is None:
+        return statement
+    name = made.group(0).rsplit(" ", 1)[-1]  # database.table
+
+    def replicated(engine: re.Match[str]) -> str:
+        args = [f"'/clickhouse/tables/{{shard}}/{name}'", "'{replica}'"]
+        if engine.group(2):
+            args.append(engine.group(2))
+        return f"ENGINE = Replicated{engine.group(1)}MergeTree({', '.join(args)})"
+
+    return _ENGINE.sub(replicated, statement)
+
+
+_ENGINE = re.compile(r"ENGINE = (\w*)MergeTree\(([^)]*)\)")
+
+
+def _statements(database: str) -> list[str]:
     figure_columns = ",\n".join(
         f"    {scope}_{t.value} UInt64" for scope in ("weekly", "ytd") for t in COUNTED_TYPES
     )
@@ -157,7 +197,7 @@ def ensure_schema(settings: Settings, client: Client | None = None) -> None:
                 settings=settings,
             )
         }
-        for statement in statements(database):
+        for statement in statements(database, settings.clickhouse_cluster):
             made = _CREATES.search(statement)
             table = made.group(1) if made is not None else None
             if (table in present) if table else bool(present):  # no table: the database

@@ -16,6 +16,7 @@ from clickhouse_driver import Client
 from hallstats.clickhouse import execute
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
+from schemas.ddl import table_names
 
 _COUNTER_KEY = "shard, period_kind, period, hall_id, department, event_type"
 
@@ -70,3 +71,20 @@ def durable_positions(client: Client, settings: Settings) -> dict[int, int]:
         settings=settings,
     )
     return {int(p): int(o) for p, o in rows}
+
+
+def sync_replicas(client: Client, settings: Settings) -> None:
+    """On a replicated cluster, wait until this replica holds everything the others
+    have logged (``SYSTEM SYNC REPLICA``), before figures are read from it.
+
+    Tables replicate independently, so ``progress`` goes first: every counter,
+    archive row and owner written before a progress row is then fetched too, and
+    what is read is never older than the positions it claims. A replica that holds
+    parts no live replica has makes this wait until it is back: official figures
+    and a rebuilt state wait rather than miss rows.
+    """
+    if not settings.clickhouse_cluster:
+        return
+    db = settings.clickhouse_database
+    for table in sorted(table_names(), key=lambda name: name != "progress"):
+        execute(client, f"SYSTEM SYNC REPLICA {db}.{table}", settings=settings)

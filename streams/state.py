@@ -37,7 +37,7 @@ from hallstats.clickhouse import execute, execute_iter
 from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.catalog import EventType
-from schemas.queries import durable_positions
+from schemas.queries import durable_positions, sync_replicas
 from streams.ledger import PeriodCounts, PeriodKey, SeenRecord
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ class LocalState:
         settings = self._settings
         db = settings.clickhouse_database
         self.clear(partition)
+        sync_replicas(client, settings)  # never rebuild from a replica that lags
         position = durable_positions(client, settings).get(partition, 0)
         periods: dict[PeriodKey, tuple[dict[Any, int], int]] = {}
         rows = execute(
