@@ -33,7 +33,7 @@ from typing import IO, Any
 from hallstats.clickhouse import connect, execute, log_statement
 from hallstats.errors import DataError, OperationalError
 from hallstats.settings import Settings
-from schemas.ddl import ensure_schema, statements
+from schemas.ddl import ensure_schema, statements, table_names
 from schemas.events import SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -42,7 +42,6 @@ FORMAT_VERSION = 1
 _PLACEHOLDER = "{database}"
 _CHUNK = 1 << 20
 _FIRST = ("progress", "counters")
-_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS \{database\}\.(\w+)")
 
 # (table, bytes just done, the table's total bytes or None when unknown)
 Progress = Callable[[str, int, int | None], None]
@@ -72,11 +71,6 @@ class Report:
     directory: Path
     tables: list[TableCopy]
     seconds: float
-
-
-def ddl_tables() -> list[str]:
-    """Table names the DDL creates, in its order."""
-    return [m.group(1) for s in statements(_PLACEHOLDER) for m in [_TABLE.match(s)] if m]
 
 
 class _Http:
@@ -203,7 +197,7 @@ def backup(settings: Settings, directory: Path, progress: Progress = _quiet) -> 
         # progress, then counters, then the archive: the order a worker's rebuild reads
         # them (streams/state.py), so even a backup taken while it writes is one a
         # rebuild can continue from exactly.
-        known = ["progress", "counters", *(t for t in ddl_tables() if t not in _FIRST)]
+        known = ["progress", "counters", *(t for t in table_names() if t not in _FIRST)]
         names = [t for t in known if t in present] + sorted(set(present) - set(known))
         version = str(execute(client, "SELECT version()", settings=settings)[0][0])
         plans = []
@@ -319,7 +313,7 @@ def restore(
                 execute(client, f"DROP TABLE IF EXISTS {db}.{entry['table']}", settings=settings)
         ensure_schema(settings, client)
         for entry in tables:
-            if entry["table"] not in ddl_tables():
+            if entry["table"] not in table_names():
                 create = str(entry["create"]).replace(
                     f"CREATE TABLE {_PLACEHOLDER}.", f"CREATE TABLE IF NOT EXISTS {db}.", 1
                 )
