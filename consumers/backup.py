@@ -288,6 +288,12 @@ def restore(
 ) -> Report:
     """Load a backup folder into ``settings.clickhouse_database`` (see the module doc)."""
     started = time.monotonic()
+    if force and settings.clickhouse_cluster:
+        raise DataError(
+            "restore --force: on a replicated cluster a dropped table comes back from the "
+            "other replicas; restore into a new, empty cluster (HALLSTATS_CLICKHOUSE_CLUSTER "
+            f"is {settings.clickhouse_cluster!r})"
+        )
     manifest = read_manifest(directory)
     db = settings.clickhouse_database
     tables: list[dict[str, Any]] = manifest["tables"]

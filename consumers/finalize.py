@@ -47,7 +47,7 @@ def finalize(
     client = connect(settings)
     try:
         ensure_schema(settings, client)
-        sync_replicas(client, settings)
+        sync_replicas(client, settings, settings.finalize_timeout_seconds)
         check = reconcile(client, settings, week)
         if not check.ok:
             raise IntegrityError(

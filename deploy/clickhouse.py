@@ -369,8 +369,9 @@ def _add_cluster(root: ET.Element, settings: Settings, index: int) -> None:
 
 
 def _add_hallstats_users(root: ET.Element, settings: Settings) -> None:
-    """Merge deploy/clickhouse/hallstats-users.xml (the production file) into users.xml:
-    the writer and the read-only reader, limited to the one database."""
+    """Replace the packaged users with deploy/clickhouse/hallstats-users.xml (the
+    production file): the writer and the read-only reader, limited to the one
+    database; the passwordless ``default`` and ``readonly`` users are gone."""
     reader = settings.clickhouse_reader_user
     if not reader or not _XML_NAME.match(reader):
         raise OperationalError(
@@ -390,6 +391,10 @@ def _add_hallstats_users(root: ET.Element, settings: Settings) -> None:
         database=settings.clickhouse_database,
     )
     extra = ET.fromstring(text)
+    users = root.find("users")
+    if users is not None:  # least privilege: no passwordless default or readonly user beside
+        for other in list(users):
+            users.remove(other)
     for section in ("profiles", "users"):
         target = root.find(section)
         if target is None:

@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from deploy.kafka_config import (
     KafkaNode,
+    ensure_client_user,
     format_storage,
     kafka_nodes,
     node_layout,
@@ -121,6 +122,7 @@ def start_kafka(
                     stop_process(other_proc.pid, other.layout)
             raise
         progress(f"{each.layout.name}: ready at {address} in {time.monotonic() - started:.1f} s")
+    ensure_client_user(settings)
     _ensure_topics(settings)
 
 

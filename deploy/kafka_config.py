@@ -5,8 +5,8 @@ makes a three-node KRaft cluster whose controller quorum has three voters. Node 
 takes the ``i``-th entry of ``HALLSTATS_KAFKA_BOOTSTRAP`` as its broker port, or the
 first port plus ``2(i-1)`` when the list is shorter; its controller port is one above.
 With ``HALLSTATS_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` the nodes speak TLS (certificates
-from :mod:`deploy.tls`) and SCRAM, and the client user of the settings is created when
-the storage is first formatted.
+from :mod:`deploy.tls`) and SCRAM; the client user of the settings is created through
+the admin API once the nodes run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not re-exported
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
+from pydantic import SecretStr
+
 from deploy.processes import (
     LOOPBACK,
     Layout,
@@ -32,7 +41,7 @@ from deploy.processes import (
 )
 from deploy.tls import loopback_pki
 from hallstats.errors import OperationalError
-from hallstats.kafka import min_insync_replicas, replication_factor
+from hallstats.kafka import connect_admin
 from hallstats.settings import Settings
 
 _TEMPLATES = Path(__file__).resolve().parent / "kafka"
@@ -45,6 +54,16 @@ class KafkaNode:
     broker_port: int
     controller_port: int
     layout: Layout
+
+
+def replication_factor(brokers: int) -> int:
+    """Three copies of every partition when the cluster has three brokers or more."""
+    return max(1, min(3, brokers))
+
+
+def min_insync_replicas(replicas: int) -> int:
+    """With three copies, an acknowledged write is on two brokers: one may die."""
+    return 2 if replicas >= 3 else 1
 
 
 def kafka_nodes(settings: Settings) -> list[KafkaNode]:
@@ -107,6 +126,9 @@ def write_node_config(settings: Settings, node: KafkaNode, nodes: list[KafkaNode
             node_id=node.node_id,
             quorum=quorum,
             listener=_listener(settings),
+            # Secured: the controllers speak TLS with client certificates (SCRAM users
+            # live in the metadata the controllers serve, so they cannot log in there).
+            controller_protocol="PLAINTEXT" if _listener(settings) == "PLAINTEXT" else "SSL",
             host=LOOPBACK,
             broker_port=node.broker_port,
             controller_port=node.controller_port,
@@ -116,8 +138,8 @@ def write_node_config(settings: Settings, node: KafkaNode, nodes: list[KafkaNode
             min_isr=min_insync_replicas(replicas),
             security=_security_block(settings),
         ),
+        mode=0o600,  # it may hold the broker's password
     )
-    os.chmod(layout.config, 0o600)
     log4j = layout.root / "log4j2.properties"
     write_atomic(log4j, template("log4j2.properties").substitute(log_file=layout.logs[0]))
     return log4j
@@ -187,21 +209,29 @@ def format_storage(
         str(layout.config),
         "--ignore-formatted",
     ]
-    for user, password in _scram_users(settings):
+    secret = ""
+    if _listener(settings) != "PLAINTEXT":
+        # Only the nodes' own user is made here (their logins between each other need
+        # it before anything runs); clients' users come through the admin API after
+        # the start (ensure_client_user), never on a command line.
+        secret = _broker_password(settings)
         for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
-            command += ["--add-scram", f'{mechanism}=[name={user},password="{password}"]']
+            command += ["--add-scram", f'{mechanism}=[name={BROKER_USER},password="{secret}"]']
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
+        output = tail_text(result.stdout + result.stderr, 20)
         raise OperationalError(
             f"{layout.name}: formatting {layout.data} failed (exit {result.returncode}):\n"
-            f"{tail_text(result.stdout + result.stderr, 20)}"
+            + (output.replace(secret, "***") if secret else output)
         )
     progress(f"{layout.name}: storage formatted in {time.monotonic() - started:.1f} s")
 
 
-def _scram_users(settings: Settings) -> list[tuple[str, str]]:
+def ensure_client_user(settings: Settings) -> None:
+    """Create or update the SCRAM user of the settings (a secured stack), logged in as
+    the nodes' own user: upserts are idempotent, so every start makes it hold."""
     if _listener(settings) == "PLAINTEXT":
-        return []
+        return
     user = settings.kafka_sasl_username
     password = settings.kafka_sasl_password.get_secret_value()
     if not user or not password:
@@ -209,12 +239,23 @@ def _scram_users(settings: Settings) -> list[tuple[str, str]]:
             "HALLSTATS_KAFKA_SASL_USERNAME and HALLSTATS_KAFKA_SASL_PASSWORD: the stack "
             "creates this user on a SASL_SSL cluster; expected both set, got an empty one"
         )
-    if '"' in password or "\\" in password:
-        raise OperationalError(
-            'HALLSTATS_KAFKA_SASL_PASSWORD: the stack cannot pass a password holding " or \\ '
-            "to kafka-storage; choose another"
-        )
-    return [(BROKER_USER, _broker_password(settings)), (user, password)]
+    as_broker = settings.model_copy(
+        update={
+            "kafka_sasl_username": BROKER_USER,
+            "kafka_sasl_password": SecretStr(_broker_password(settings)),
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        }
+    )
+    admin, _metadata = connect_admin(as_broker)
+    upserts: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
+        for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256)
+    ]
+    for future in admin.alter_user_scram_credentials(upserts).values():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            raise OperationalError(f"kafka: creating SCRAM user {user!r} failed: {exc}") from exc
 
 
 def _cluster_id(settings: Settings) -> str:

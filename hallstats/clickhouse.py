@@ -59,11 +59,11 @@ def execute(client: Client, query: str, params: Any = None, *, settings: Setting
     """Run one statement, turning driver and socket failures into OperationalError."""
     try:
         result = client.execute(query, params)
-        if settings.clickhouse_statement_log is not None:  # rendered as the server got it
-            log_statement(settings, _rendered(client, query, params))
-        return result
     except (ClickHouseDriverError, OSError, EOFError) as exc:
         raise _operational(exc, settings, client) from exc
+    if settings.clickhouse_statement_log is not None:  # rendered as the server got it
+        log_statement(settings, _rendered(client, query, params))
+    return result
 
 
 def execute_iter(

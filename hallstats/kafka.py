@@ -109,8 +109,9 @@ def faust_credentials(settings: Settings) -> Any:
 def connect_admin(settings: Settings, timeout: float = 15.0) -> tuple[AdminClient, Any]:
     """An admin client that has talked to the cluster, and that cluster's metadata.
 
-    A wrong password or an untrusted certificate fails within a few seconds with
-    an error naming the setting to check, instead of waiting out the timeout.
+    A wrong password fails within a few seconds with an error naming the settings
+    to check; a TLS failure that lasts until ``timeout`` says which setting to check
+    (one broker restarting may fail a handshake while the others answer).
     """
     errors: list[KafkaError] = []
     admin = AdminClient(
@@ -122,31 +123,38 @@ def connect_admin(settings: Settings, timeout: float = 15.0) -> tuple[AdminClien
             return admin, admin.list_topics(timeout=1.0)
         except KafkaException as exc:
             admin.poll(0.1)  # serves error_cb: list_topics itself does not
-            problem = _connection_problem(settings, errors)
-            if problem is not None:
-                raise OperationalError(problem) from exc
-            if time.monotonic() >= deadline:
+            refused = _refused_credentials(settings, errors)
+            if refused is not None:  # final: another try would be refused again
+                raise OperationalError(refused) from exc
+            if time.monotonic() >= deadline:  # a TLS failure may be one broker restarting
                 raise OperationalError(
-                    f"Kafka at {settings.kafka_bootstrap} did not answer within {timeout:.0f} s "
-                    f"({exc}); start it with `hallstats stack up`"
+                    _tls_failure(settings, errors)
+                    or f"Kafka at {settings.kafka_bootstrap} did not answer within "
+                    f"{timeout:.0f} s ({exc}); start it with `hallstats stack up`"
                 ) from exc
 
 
-def _connection_problem(settings: Settings, errors: list[KafkaError]) -> str | None:
-    """A security failure among librdkafka's errors, worded for the operator."""
-    where = f"Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol})"
+def _refused_credentials(settings: Settings, errors: list[KafkaError]) -> str | None:
     for err in errors:
         text = str(err.str())
         if err.code() == KafkaError._AUTHENTICATION or "SASL authentication" in text:
             return (
-                f"{where} refused the credentials of user {settings.kafka_sasl_username!r} "
+                f"Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}) "
+                f"refused the credentials of user {settings.kafka_sasl_username!r} "
                 f"({settings.kafka_sasl_mechanism}): check HALLSTATS_KAFKA_SASL_USERNAME and "
                 f"HALLSTATS_KAFKA_SASL_PASSWORD. The broker said: {text}"
             )
+    return None
+
+
+def _tls_failure(settings: Settings, errors: list[KafkaError]) -> str | None:
+    for err in errors:
+        text = str(err.str())
         if err.code() == KafkaError._SSL or "SSL handshake" in text or "certificate" in text:
             return (
-                f"{where}: the TLS handshake failed: check HALLSTATS_KAFKA_SSL_CA_FILE (and "
-                f"HALLSTATS_KAFKA_SSL_CERT_FILE/_KEY_FILE if the brokers want a client "
+                f"Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}): "
+                "the TLS handshake failed: check HALLSTATS_KAFKA_SSL_CA_FILE (and "
+                "HALLSTATS_KAFKA_SSL_CERT_FILE/_KEY_FILE if the brokers want a client "
                 f"certificate). librdkafka said: {text}"
             )
     return None
@@ -208,19 +216,15 @@ def ensure_topics(
     """
     admin, metadata = connect_admin(settings)
     existing = metadata.topics
-    replicas = replication_factor(len(metadata.brokers))
     topics = list(topics)
     configs = {**dlq_topic_configs(settings), **(configs or {})}
     if settings.dlq_topic in configs:
         configs[settings.dlq_topic] = {**DLQ_TOPIC_CONFIG, **configs[settings.dlq_topic]}
-    durability = {"min.insync.replicas": str(min_insync_replicas(replicas))}
     wanted = [
-        NewTopic(
-            name,
-            num_partitions=n,
-            replication_factor=replicas,
-            config={**durability, **configs.get(name, {})},
-        )
+        # Replication factor and min.insync.replicas: the brokers' defaults (three and
+        # two on a three-node cluster, see deploy/kafka/server.properties), never the
+        # count of brokers alive right now, which would make them permanent.
+        NewTopic(name, num_partitions=n, replication_factor=-1, config=dict(configs.get(name, {})))
         for name, n in topics
     ]
     missing = [t for t in wanted if t.topic not in existing]
@@ -240,16 +244,6 @@ def ensure_topics(
             if config and name not in created and name in {t.topic for t in wanted}
         },
     )
-
-
-def replication_factor(brokers: int) -> int:
-    """Three copies of every partition when the cluster has three brokers or more."""
-    return max(1, min(3, brokers))
-
-
-def min_insync_replicas(replicas: int) -> int:
-    """With three copies, an acknowledged write is on two brokers: one may die."""
-    return 2 if replicas >= 3 else 1
 
 
 def set_topic_configs(admin: AdminClient, configs: Mapping[str, Mapping[str, str]]) -> None:

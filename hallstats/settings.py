@@ -90,13 +90,15 @@ class Settings(BaseSettings):
     )
     clickhouse_replicas: str = Field(
         default="",
-        description="more replicas as host:native_port:http_port, comma-separated: clients "
-        "fail over to them when the first server is down",
+        description="more replicas as host:native_port:http_port, comma-separated: the "
+        "worker and the readers fail over to them when the first server is down (backup "
+        "and restore use the first)",
     )
     clickhouse_statement_log: Path | None = Field(
         default=None,
-        description="append the text of every statement sent to ClickHouse (rows of bulk "
-        "inserts left out) to `<folder>/<pid>.jsonl`; the ClickHouse 26 check replays them",
+        description="append the text of every statement sent to ClickHouse to "
+        "`<folder>/<pid>.jsonl` (TabSeparated bulk inserts without their rows; it holds "
+        "data, keep it private); the ClickHouse 26 check replays them",
     )
 
     # Calendar

@@ -7,6 +7,7 @@ figures, breakdowns, status, finalize) goes through it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Final
@@ -14,6 +15,7 @@ from typing import Any, Final
 from clickhouse_driver import Client
 
 from hallstats.clickhouse import execute
+from hallstats.errors import OperationalError
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.ddl import table_names
@@ -73,18 +75,32 @@ def durable_positions(client: Client, settings: Settings) -> dict[int, int]:
     return {int(p): int(o) for p, o in rows}
 
 
-def sync_replicas(client: Client, settings: Settings) -> None:
+def sync_replicas(client: Client, settings: Settings, timeout: float = 600.0) -> None:
     """On a replicated cluster, wait until this replica holds everything the others
     have logged (``SYSTEM SYNC REPLICA``), before figures are read from it.
 
     Tables replicate independently, so ``progress`` goes first: every counter,
     archive row and owner written before a progress row is then fetched too, and
     what is read is never older than the positions it claims. A replica that holds
-    parts no live replica has makes this wait until it is back: official figures
-    and a rebuilt state wait rather than miss rows.
+    parts no live replica has makes this wait until it is back, up to ``timeout``
+    (one statement ends at the client's receive timeout; it is asked again):
+    official figures and a rebuilt state wait rather than miss rows.
     """
     if not settings.clickhouse_cluster:
         return
     db = settings.clickhouse_database
+    deadline = time.monotonic() + timeout
     for table in sorted(table_names(), key=lambda name: name != "progress"):
-        execute(client, f"SYSTEM SYNC REPLICA {db}.{table}", settings=settings)
+        while True:
+            try:
+                execute(client, f"SYSTEM SYNC REPLICA {db}.{table}", settings=settings)
+                break
+            except OperationalError as exc:
+                if time.monotonic() > deadline:
+                    raise OperationalError(
+                        f"ClickHouse: replica {settings.clickhouse_host}:"
+                        f"{settings.clickhouse_port} has not caught up on {db}.{table} "
+                        f"within {timeout:.0f} s (is a replica holding rows the others "
+                        f"lack down?): {exc}"
+                    ) from exc
+                time.sleep(1.0)

@@ -5,8 +5,10 @@ group coordinator with no time limit (after a broker restart it once blocked a
 stage for good). Answers come later through a callback, possibly out of date: an
 older commit can fail after a newer one was confirmed. The rule kept here: an
 offset is asked for again only while it is above what the coordinator confirmed,
-so a late failure never rewinds a partition, and a failed commit is retried even
-if no new message ever arrives (finalize waits on committed positions).
+and a failure is retried only if no newer commit of that partition was sent since
+(the coordinator applies commits in the order sent: retrying an older offset after
+a newer one would rewind the group). A failed commit is retried even if no new
+message ever arrives (finalize waits on committed positions).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ class CommitTracker:
             self._retry.pop(tp, None)
 
     def failed(self, offsets: Mapping[Partition, int]) -> None:
+        """Ask again later, unless a newer commit of the partition was sent since:
+        its own answer decides, and retrying this one after it would rewind."""
         for tp, offset in offsets.items():
-            if offset > max(self._confirmed.get(tp, -1), self._retry.get(tp, -1)):
+            newest = max(self._confirmed.get(tp, -1), self._retry.get(tp, -1))
+            if offset > newest and offset >= self._asked.get(tp, -1):
                 self._retry[tp] = offset
 
     def has_retries(self) -> bool:

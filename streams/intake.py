@@ -100,7 +100,9 @@ class Intake:
             self.close()
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Commit what is durable before the partitions go, so the next owner starts there."""
+        """Ask to commit what is durable before the partitions go. Asynchronous like
+        every commit: if it lands after the next owner has started, that owner replays
+        from the older offset, which counting dedups; nothing is lost."""
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit({}, only=revoked)
 

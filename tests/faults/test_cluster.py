@@ -113,10 +113,11 @@ def test_the_broker_leading_most_partitions_killed_and_back(
 ) -> None:
     settings = on_cluster
     events = make_events(12_000, seed=11)
-    emitter = Emitter(settings, events, rate=1000)
+    emitter = Emitter(settings, events, rate=500)  # ~24 s of steady traffic
     supervised(settings)
     emitter.start()
     wait_for(lambda: counted(settings) > 500, 180, "the worker to count part of the stream")
+    assert emitter.is_alive(), "the broker must die while terminals still send"
     leaders = Counter(leader for leader, _isr in partitions_of(settings).values())
     victim = leaders.most_common(1)[0][0]
     print(f"partition leaders {dict(leaders)}; SIGKILL node {victim}")

@@ -7,7 +7,6 @@ back and catches up, and both give the same finalized figures, equal to the orac
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -88,19 +87,31 @@ def on_replica(settings: Settings, index: int) -> dict[str, object]:
         client.disconnect()
 
 
+def archived_on(settings: Settings, index: int) -> int:
+    alone = ch_stack.replica_settings(settings, index)
+    client = connect(alone)
+    try:
+        db = settings.clickhouse_database
+        return int(execute(client, f"SELECT count() FROM {db}.events", settings=alone)[0][0])
+    finally:
+        client.disconnect()
+
+
 def test_a_replica_killed_mid_stream_and_back(
     on_replicas: Settings, supervised: Callable[[Settings], list[subprocess.Popen[bytes]]]
 ) -> None:
     settings = on_replicas
     events = make_events(10_000, seed=21)
-    emitter = Emitter(settings, events, rate=800)
+    emitter = Emitter(settings, events, rate=400)  # ~25 s of steady traffic
     supervised(settings)
     emitter.start()
     wait_for(lambda: counted(settings) > 500, 180, "the worker to count part of the stream")
+    assert emitter.is_alive(), "the replica must die while terminals still send"
     ch_stack.stop_clickhouse(settings, progress=lambda m: None, replica=1, graceful=False)
-    during = counted(settings)  # answered by replica 2 now
-    time.sleep(5)
-    wait_for(lambda: counted(settings) > during + 500, 120, "counting to go on through replica 2")
+    during = archived_on(settings, 1)  # replica 2 alone, and an error is an error
+    wait_for(
+        lambda: archived_on(settings, 1) > during + 500, 120, "counting to go on through replica 2"
+    )
     ch_stack.start_clickhouse(settings, progress=lambda m: None, replica=1)
     emitter.join(240)
     assert not emitter.failures

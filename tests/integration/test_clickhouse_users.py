@@ -112,6 +112,19 @@ def test_readers_work_with_the_reader_user_alone(secured: Settings, tmp_path: Pa
         assert WRITER_PASSWORD not in text and READER_PASSWORD not in text
 
 
+@pytest.mark.parametrize("user", ["default", "readonly"])
+def test_no_passwordless_user_is_left(secured: Settings, user: str) -> None:
+    other = secured.model_copy(
+        update={"clickhouse_user": user, "clickhouse_password": SecretStr("")}
+    )
+    client = connect(other)
+    try:
+        with pytest.raises(OperationalError, match="HALLSTATS_CLICKHOUSE_USER"):
+            execute(client, "SELECT 1", settings=other)
+    finally:
+        client.disconnect()
+
+
 def test_other_databases_are_out_of_reach(secured: Settings) -> None:
     client = connect(secured)
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from collections import deque
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.commits import CommitTracker
@@ -46,36 +48,58 @@ def test_a_revoke_commits_only_the_revoked_and_keeps_the_rest() -> None:
     assert tracker.to_commit({}, {P}, forget_others=True) == {P: 5}
 
 
-answers = st.lists(st.tuples(st.integers(1, 50), st.booleans()), min_size=1, max_size=40)
+steps = st.lists(
+    st.tuples(st.integers(1, 50), st.booleans(), st.integers(0, 3), st.booleans()),
+    min_size=1,
+    max_size=40,
+)
 
 
-@given(answers, st.randoms(use_true_random=False))
-def test_whatever_the_answers_the_last_offset_ends_committed(
-    batches: list[tuple[int, bool]], rnd: object
+@settings(max_examples=600)
+@given(steps)
+def test_the_group_ends_at_the_last_offset_and_never_moves_back(
+    batches: list[tuple[int, bool, int, bool]],
 ) -> None:
-    """Any sequence of batches, answers in any order, each commit failing or not: once
-    retries run with the coordinator answering yes, the highest offset is confirmed
-    and nothing lower is ever asked for after a higher one was confirmed."""
-    import random
-
-    assert isinstance(rnd, random.Random)
+    """A model of the coordinator: it applies commits in the order they were sent,
+    each one succeeding or failing, and answers in that order some time later; the
+    idle loop sends retries in between. Whatever fails, the committed offset never
+    moves backwards, and once retries succeed it is the last offset processed."""
     tracker = CommitTracker()
-    offset, in_flight = 0, []
-    for step, ok in batches:
+    in_flight: deque[tuple[dict[tuple[str, int], int], bool]] = deque()
+    applied: list[int] = []  # the coordinator's committed offset, after each success
+
+    def answer_one() -> None:
+        sent, fine = in_flight.popleft()
+        for tp, o in sent.items():
+            if fine:
+                applied.append(o)
+                tracker.confirmed(tp, o)
+            else:
+                tracker.failed({tp: o})
+
+    offset = 0
+    for step, fine, answers, idle_retry in batches:
         offset += step
-        in_flight.append((tracker.to_commit({P: offset}, {P}, forget_others=True), ok))
-        rnd.shuffle(in_flight)
-        while in_flight and rnd.random() < 0.5:
-            asked, fine = in_flight.pop()
-            for tp, o in asked.items():
-                tracker.confirmed(tp, o) if fine else tracker.failed({tp: o})
-    for asked, fine in in_flight:
-        for tp, o in asked.items():
-            tracker.confirmed(tp, o) if fine else tracker.failed({tp: o})
-    best = tracker.committed().get(P, -1)
-    for _ in range(3):  # the coordinator is back: retries succeed
-        for tp, o in tracker.to_commit({}, {P}, forget_others=True).items():
-            assert o > best, "a retry below a confirmed offset would rewind the group"
-            tracker.confirmed(tp, o)
-    assert tracker.committed()[P] == offset
+        in_flight.append((tracker.to_commit({P: offset}, {P}, forget_others=True), fine))
+        for _ in range(min(answers, len(in_flight))):
+            answer_one()
+        if idle_retry and tracker.has_retries():
+            in_flight.append((tracker.to_commit({}, {P}, forget_others=True), not fine))
+    while in_flight:
+        answer_one()
+    for _ in range(3):  # the coordinator is healthy again: retries succeed
+        sent = tracker.to_commit({}, {P}, forget_others=True)
+        if sent:
+            in_flight.append((sent, True))
+            answer_one()
+    assert applied == sorted(applied), "the committed offset moved backwards"
+    assert applied and applied[-1] == offset
     assert not tracker.unconfirmed({P})
+
+
+def test_an_older_failure_answered_while_a_newer_commit_is_in_flight_is_dropped() -> None:
+    tracker = CommitTracker()
+    tracker.to_commit({P: 100}, {P}, forget_others=True)
+    tracker.to_commit({P: 200}, {P}, forget_others=True)
+    tracker.failed({P: 100})  # 200 is still in flight: its answer decides
+    assert not tracker.has_retries()

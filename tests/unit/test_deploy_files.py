@@ -93,6 +93,7 @@ def test_the_kafka_node_config_is_complete() -> None:
         node_id=1,
         quorum="controller.quorum.voters=1@k1:9093,2@k2:9093,3@k3:9093",
         listener="SASL_SSL",
+        controller_protocol="SSL",
         host="k1",
         broker_port=9092,
         controller_port=9093,
@@ -113,5 +114,6 @@ def test_the_kafka_node_config_is_complete() -> None:
     )
     assert props["min.insync.replicas"] == "2" and props["default.replication.factor"] == "3"
     assert props["unclean.leader.election.enable"] == "false"
-    assert props["listener.security.protocol.map"].startswith("SASL_SSL:SASL_SSL")
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
     assert props["ssl.keystore.type"] == "PEM"
