@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from deploy.kafka_config import (
     KafkaNode,
+    as_node_user,
     ensure_client_user,
     format_storage,
     kafka_nodes,
@@ -277,7 +278,7 @@ def _admin(settings: Settings, port: int) -> AdminClient:
     """
     return AdminClient(
         client_config(
-            settings,
+            as_node_user(settings),
             bootstrap_servers=f"{LOOPBACK}:{port}",
             socket_connection_setup_timeout_ms=2000,
             reconnect_backoff_max_ms=500,

@@ -227,6 +227,20 @@ def format_storage(
     progress(f"{layout.name}: storage formatted in {time.monotonic() - started:.1f} s")
 
 
+def as_node_user(settings: Settings) -> Settings:
+    """The settings logged in as the nodes' own SCRAM user: what the stack's probes and
+    admin calls use, since the client user exists only once the stack made it."""
+    if _listener(settings) == "PLAINTEXT":
+        return settings
+    return settings.model_copy(
+        update={
+            "kafka_sasl_username": BROKER_USER,
+            "kafka_sasl_password": SecretStr(_broker_password(settings)),
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+        }
+    )
+
+
 def ensure_client_user(settings: Settings) -> None:
     """Create or update the SCRAM user of the settings (a secured stack), logged in as
     the nodes' own user: upserts are idempotent, so every start makes it hold."""
@@ -239,23 +253,20 @@ def ensure_client_user(settings: Settings) -> None:
             "HALLSTATS_KAFKA_SASL_USERNAME and HALLSTATS_KAFKA_SASL_PASSWORD: the stack "
             "creates this user on a SASL_SSL cluster; expected both set, got an empty one"
         )
-    as_broker = settings.model_copy(
-        update={
-            "kafka_sasl_username": BROKER_USER,
-            "kafka_sasl_password": SecretStr(_broker_password(settings)),
-            "kafka_sasl_mechanism": "SCRAM-SHA-512",
-        }
-    )
-    admin, _metadata = connect_admin(as_broker)
-    upserts: list[UserScramCredentialAlteration] = [
-        UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 8192), password.encode())
-        for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256)
-    ]
-    for future in admin.alter_user_scram_credentials(upserts).values():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            raise OperationalError(f"kafka: creating SCRAM user {user!r} failed: {exc}") from exc
+    admin, _metadata = connect_admin(as_node_user(settings))
+    for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):
+        upsert: list[UserScramCredentialAlteration] = [  # one per request, says the broker
+            UserScramCredentialUpsertion(
+                user, ScramCredentialInfo(mechanism, 8192), password.encode()
+            )
+        ]
+        for future in admin.alter_user_scram_credentials(upsert).values():
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                raise OperationalError(
+                    f"kafka: creating SCRAM user {user!r} failed: {exc}"
+                ) from exc
 
 
 def _cluster_id(settings: Settings) -> str:
