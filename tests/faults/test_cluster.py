@@ -21,9 +21,16 @@ from pydantic import SecretStr
 
 from deploy import stack as local_stack
 from deploy.kafka_config import kafka_nodes, tls_dir
-from hallstats.kafka import connect_admin, ensure_topics
+from hallstats.kafka import connect_admin
 from hallstats.settings import Settings
-from tests.support.faults import Emitter, assert_exact, counted, make_events, wait_for
+from tests.support.faults import (
+    Emitter,
+    assert_exact,
+    counted,
+    make_events,
+    on_services_of,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
 
@@ -56,22 +63,17 @@ def cluster(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture
 def on_cluster(cluster: Settings, isolated: Settings) -> Settings:
     """``isolated``'s names (topics, group, database) on the secured cluster."""
-    settings = isolated.model_copy(
-        update={
-            name: getattr(cluster, name)
-            for name in (
-                "stack_dir",
-                "kafka_bootstrap",
-                "stack_kafka_brokers",
-                "kafka_security_protocol",
-                "kafka_ssl_ca_file",
-                "kafka_sasl_username",
-                "kafka_sasl_password",
-            )
-        }
+    return on_services_of(
+        isolated,
+        cluster,
+        "stack_dir",
+        "kafka_bootstrap",
+        "stack_kafka_brokers",
+        "kafka_security_protocol",
+        "kafka_ssl_ca_file",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
     )
-    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
-    return settings
 
 
 def partitions_of(settings: Settings) -> dict[tuple[str, int], tuple[int, list[int]]]:

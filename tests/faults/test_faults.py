@@ -25,6 +25,7 @@ from tests.support.faults import (
     assert_exact,
     counted,
     make_events,
+    on_services_of,
     own_ports,
     wait_for,
 )
@@ -50,18 +51,14 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 @pytest.fixture
 def isolated_private(private_stack: Settings, isolated: Settings) -> Settings:
     """``isolated``'s names on the private stack."""
-    from hallstats.kafka import ensure_topics
-
-    settings = isolated.model_copy(
-        update={
-            "kafka_bootstrap": private_stack.kafka_bootstrap,
-            "clickhouse_port": private_stack.clickhouse_port,
-            "clickhouse_http_port": private_stack.clickhouse_http_port,
-            "stack_dir": private_stack.stack_dir,
-        }
+    return on_services_of(
+        isolated,
+        private_stack,
+        "kafka_bootstrap",
+        "clickhouse_port",
+        "clickhouse_http_port",
+        "stack_dir",
     )
-    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
-    return settings
 
 
 @pytest.mark.parametrize("host_lost", [False, True], ids=["same-host", "host-lost"])

@@ -14,10 +14,17 @@ import pytest
 from consumers import finalized
 from deploy import clickhouse as ch_stack
 from hallstats.clickhouse import connect, execute
-from hallstats.kafka import ensure_topics
 from hallstats.settings import Settings
 from schemas.queries import latest_counts
-from tests.support.faults import WEEK, Emitter, assert_exact, counted, make_events, wait_for
+from tests.support.faults import (
+    WEEK,
+    Emitter,
+    assert_exact,
+    counted,
+    make_events,
+    on_services_of,
+    wait_for,
+)
 from tests.support.services import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.cluster]
@@ -45,21 +52,17 @@ def replicas(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture
 def on_replicas(replicas: Settings, isolated: Settings) -> Settings:
-    settings = isolated.model_copy(
-        update={
-            name: getattr(replicas, name)
-            for name in (
-                "stack_dir",
-                "clickhouse_port",
-                "clickhouse_http_port",
-                "clickhouse_replicas",
-                "clickhouse_cluster",
-                "stack_zookeeper_port",
-            )
-        }
+    """``isolated``'s names (topics, group, database) on the two replicas."""
+    return on_services_of(
+        isolated,
+        replicas,
+        "stack_dir",
+        "clickhouse_port",
+        "clickhouse_http_port",
+        "clickhouse_replicas",
+        "clickhouse_cluster",
+        "stack_zookeeper_port",
     )
-    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
-    return settings
 
 
 def on_replica(settings: Settings, index: int) -> dict[str, object]:

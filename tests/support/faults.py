@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 
 from consumers.finalize import finalize
 from hallstats.clickhouse import connect
-from hallstats.kafka import producer_config
+from hallstats.kafka import ensure_topics, producer_config
 from hallstats.settings import Settings
 from schemas.calendar import IsoWeek
 from schemas.figures import TypeCounts
@@ -163,3 +163,11 @@ def assert_exact(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 def own_ports(settings: Settings) -> Settings:
     return settings.model_copy(update={"worker_web_port": free_port(), "metrics_port": free_port()})
+
+
+def on_services_of(isolated: Settings, stack: Settings, *names: str) -> Settings:
+    """``isolated``'s own names (topics, group, database) on another stack's services
+    (the settings ``names``), with the event topics made there."""
+    settings = isolated.model_copy(update={name: getattr(stack, name) for name in names})
+    ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
+    return settings
