@@ -21,13 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # public, not re-exported
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
+from confluent_kafka.cimpl import NewTopic
 from pydantic import SecretStr
 
 from deploy.processes import (
@@ -46,6 +53,7 @@ from hallstats.settings import Settings
 
 _TEMPLATES = Path(__file__).resolve().parent / "kafka"
 BROKER_USER = "broker"  # the nodes' own SCRAM user, for replication between them
+NODE_CERT_PRINCIPAL = "CN=127.0.0.1"  # the nodes' certificate subject (deploy/tls.py)
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,7 @@ def _security_block(settings: Settings) -> str:
         return ""
     pki = loopback_pki(tls_dir(settings))
     return "\n" + template("sasl-ssl.properties").substitute(
+        super_users=f"User:{BROKER_USER};User:{NODE_CERT_PRINCIPAL}",
         broker_user=BROKER_USER,
         broker_password=_broker_password(settings),
         keystore=pki.server_keystore,
@@ -267,6 +276,90 @@ def ensure_client_user(settings: Settings) -> None:
                 raise OperationalError(
                     f"kafka: creating SCRAM user {user!r} failed: {exc}"
                 ) from exc
+    grant(admin, settings)
+
+
+#: What a hallstats user may do on its own topics (prefixed by the app id or the raw
+#: topic, which also prefixes the DLQ) and consumer groups (prefixed by the app id).
+_TOPIC_OPERATIONS = (
+    AclOperation.READ,
+    AclOperation.WRITE,
+    AclOperation.CREATE,
+    AclOperation.DESCRIBE,
+    AclOperation.DESCRIBE_CONFIGS,
+    AclOperation.ALTER_CONFIGS,
+)
+_GROUP_OPERATIONS = (AclOperation.READ, AclOperation.DESCRIBE)
+
+
+def grant(admin: AdminClient, settings: Settings) -> None:
+    """The ACLs of the settings' SASL user: its topics and groups, nothing else
+    (creating ACLs is idempotent). Called with an admin logged in as a node."""
+    principal = f"User:{settings.kafka_sasl_username}"
+    bindings = [
+        AclBinding(
+            ResourceType.TOPIC,
+            prefix,
+            ResourcePatternType.PREFIXED,
+            principal,
+            "*",
+            operation,
+            AclPermissionType.ALLOW,
+        )
+        for prefix in sorted({settings.app_id, settings.topic})
+        for operation in _TOPIC_OPERATIONS
+    ] + [
+        AclBinding(
+            ResourceType.GROUP,
+            settings.app_id,
+            ResourcePatternType.PREFIXED,
+            principal,
+            "*",
+            operation,
+            AclPermissionType.ALLOW,
+        )
+        for operation in _GROUP_OPERATIONS
+    ]
+    bindings.append(  # metadata and idempotent producers
+        AclBinding(
+            ResourceType.BROKER,  # librdkafka's name for Kafka's CLUSTER resource
+            "kafka-cluster",
+            ResourcePatternType.LITERAL,
+            principal,
+            "*",
+            AclOperation.IDEMPOTENT_WRITE,
+            AclPermissionType.ALLOW,
+        )
+    )
+    for binding, future in admin.create_acls(bindings, request_timeout=30).items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            raise OperationalError(f"kafka: granting {binding} failed: {exc}") from exc
+    _wait_for_grants(settings)
+
+
+def _wait_for_grants(settings: Settings, timeout: float = 30.0) -> None:
+    """Credentials and ACLs reach the brokers through the metadata log, moments after
+    they are made: wait until the user can log in and may create its topics (checked
+    without creating any)."""
+    probe = NewTopic(f"{settings.app_id}-acl-probe", num_partitions=1, replication_factor=-1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin, _metadata = connect_admin(settings, timeout=5)
+            admin.create_topics([probe], validate_only=True)[probe.topic].result(timeout=10)
+            return
+        except (KafkaException, OperationalError) as exc:
+            error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                return
+            if time.monotonic() > deadline:
+                raise OperationalError(
+                    f"kafka: the ACLs of {settings.kafka_sasl_username!r} did not take effect "
+                    f"within {timeout:.0f} s: {exc}"
+                ) from exc
+            time.sleep(0.5)
 
 
 def _cluster_id(settings: Settings) -> str:

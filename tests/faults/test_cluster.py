@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 from pydantic import SecretStr
 
 from deploy import stack as local_stack
-from deploy.kafka_config import kafka_nodes, tls_dir
-from hallstats.kafka import connect_admin
+from deploy.kafka_config import as_node_user, ensure_client_user, grant, kafka_nodes, tls_dir
+from hallstats.errors import OperationalError
+from hallstats.kafka import connect_admin, ensure_topics, producer_config
 from hallstats.settings import Settings
 from tests.support.faults import (
     Emitter,
@@ -62,10 +63,9 @@ def cluster(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def on_cluster(cluster: Settings, isolated: Settings) -> Settings:
-    """``isolated``'s names (topics, group, database) on the secured cluster."""
-    return on_services_of(
-        isolated,
-        cluster,
+    """``isolated``'s names (topics, group, database) on the secured cluster, with the
+    ACLs that let the SCRAM user use them (and nothing else)."""
+    names = (
         "stack_dir",
         "kafka_bootstrap",
         "stack_kafka_brokers",
@@ -74,6 +74,8 @@ def on_cluster(cluster: Settings, isolated: Settings) -> Settings:
         "kafka_sasl_username",
         "kafka_sasl_password",
     )
+    ensure_client_user(isolated.model_copy(update={n: getattr(cluster, n) for n in names}))
+    return on_services_of(isolated, cluster, *names)
 
 
 def partitions_of(settings: Settings) -> dict[tuple[str, int], tuple[int, list[int]]]:
@@ -162,3 +164,21 @@ def test_a_wrong_password_fails_fast_and_names_the_setting(on_cluster: Settings)
     output = run.stdout + run.stderr
     assert "HALLSTATS_KAFKA_SASL_PASSWORD" in output, output[-2000:]
     assert wrong not in output and PASSWORD not in output
+
+
+def test_the_user_reaches_its_own_topics_and_nothing_else(on_cluster: Settings) -> None:
+    """Least privilege: ACLs grant the SCRAM user hallstats' topics and groups only."""
+    elsewhere = f"elsewhere-{on_cluster.app_id}"
+    ensure_topics(
+        as_node_user(on_cluster).model_copy(update={"topic": elsewhere}), [(elsewhere, 1)]
+    )
+    producer = Producer(producer_config(on_cluster, message_timeout_ms=10_000))
+    failures: list[str] = []
+    producer.produce(
+        elsewhere, b"x", on_delivery=lambda err, _msg: failures.append(str(err)) if err else None
+    )
+    producer.flush(20)
+    assert failures and "authoriz" in failures[0].lower(), failures
+    admin, _metadata = connect_admin(on_cluster)
+    with pytest.raises(OperationalError, match="AUTHORIZATION_FAILED"):
+        grant(admin, on_cluster.model_copy(update={"app_id": "anything", "topic": "anything"}))

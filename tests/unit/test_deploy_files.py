@@ -104,6 +104,7 @@ def test_the_kafka_node_config_is_complete() -> None:
         security="",
     ) + filled(
         "kafka/sasl-ssl.properties",
+        super_users="User:broker;User:CN=k1",
         broker_user="broker",
         broker_password="x",
         keystore="/etc/kafka/node.pem",
@@ -117,3 +118,5 @@ def test_the_kafka_node_config_is_complete() -> None:
     assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,CONTROLLER:SSL"
     assert props["listener.name.controller.ssl.client.auth"] == "required"
     assert props["ssl.keystore.type"] == "PEM"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
