@@ -9,7 +9,6 @@ through this module's own client. Process handling is ``deploy.processes``'.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import logging
 import os
@@ -301,7 +300,8 @@ def write_clickhouse_config(settings: Settings, layout: Layout, index: int = 0) 
 
 
 def _configure_users(root: ET.Element, settings: Settings) -> None:
-    """Loopback-only networks for every user; the configured user gets the configured password."""
+    """Loopback-only networks for every user; the configured user gets the configured
+    password. With a dedicated writer or reader, hallstats' own users file instead."""
     users = root.find("users")
     if users is None:
         raise OperationalError(f"ClickHouse: {_CLICKHOUSE_ETC / 'users.xml'} has no <users>")
@@ -310,16 +310,12 @@ def _configure_users(root: ET.Element, settings: Settings) -> None:
     name = settings.clickhouse_user
     if not _XML_NAME.match(name):
         raise OperationalError(f"HALLSTATS_CLICKHOUSE_USER: expected a plain name, got {name!r}")
+    if name != "default" or settings.clickhouse_reader_user:
+        _add_hallstats_users(root, settings)  # replaces every packaged user
+        return
     user = users.find(name)
     if user is None:
-        template = users.find("default")
-        if template is None:
-            raise OperationalError(
-                f"ClickHouse: {_CLICKHOUSE_ETC / 'users.xml'} has no default user"
-            )
-        user = copy.deepcopy(template)
-        user.tag = name
-        users.append(user)
+        raise OperationalError(f"ClickHouse: {_CLICKHOUSE_ETC / 'users.xml'} has no default user")
     for each in users:
         networks = each.find("networks")
         if networks is None:
@@ -337,8 +333,6 @@ def _configure_users(root: ET.Element, settings: Settings) -> None:
         ET.SubElement(user, "password_sha256_hex").text = digest
     else:
         ET.SubElement(user, "password").text = ""
-    if name != "default" or settings.clickhouse_reader_user:
-        _add_hallstats_users(root, settings)
 
 
 def _add_cluster(root: ET.Element, settings: Settings, index: int) -> None:

@@ -75,14 +75,23 @@ def kafka_ports(settings: Settings) -> tuple[int, int]:
 def wait_for_kafka(settings: Settings, timeout: float, *, node: int | None = None) -> None:
     """Block until every node (or node ``node``) answers a metadata request."""
     for each in _chosen(settings, node):
-        wait_until(
-            f"Kafka node {each.node_id} at {LOOPBACK}:{each.broker_port}",
-            _kafka_probe_fn(settings, each.broker_port),
-            port=each.broker_port,
-            timeout=timeout,
-            proc=None,
-            logs=each.layout.logs,
-        )
+        _wait_for_node(settings, each, timeout)
+
+
+def _wait_for_node(
+    settings: Settings,
+    node: KafkaNode,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    wait_until(
+        f"Kafka node {node.node_id} at {LOOPBACK}:{node.broker_port}",
+        _kafka_probe_fn(settings, node.broker_port),
+        port=node.broker_port,
+        timeout=timeout,
+        proc=proc,
+        logs=node.layout.logs,
+    )
 
 
 def start_kafka(
@@ -109,14 +118,7 @@ def start_kafka(
     for each, proc in spawned:
         address = f"{LOOPBACK}:{each.broker_port}"
         try:
-            wait_until(
-                f"Kafka at {address}",
-                _kafka_probe_fn(settings, each.broker_port),
-                port=each.broker_port,
-                timeout=KAFKA_READY_TIMEOUT,
-                proc=proc,
-                logs=each.layout.logs,
-            )
+            _wait_for_node(settings, each, KAFKA_READY_TIMEOUT, proc)
         except OperationalError:
             for other, other_proc in spawned:
                 if other_proc is not None:

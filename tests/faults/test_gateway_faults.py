@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,7 @@ from schemas.calendar import IsoWeek
 from schemas.ddl import ensure_schema
 from schemas.figures import TypeCounts
 from terminals.sim import SimReport, SimTerminal, run_terminals
+from tests.support.faults import wait_for
 from tests.support.gateway import Gateway, start_gateway
 from tests.support.services import Worker
 from tests.support.supervise import supervised
@@ -108,15 +109,6 @@ def archived(settings: Settings) -> tuple[int, int]:
         return 0, 0
     finally:
         client.disconnect()
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def assert_exact(settings: Settings, report: SimReport) -> None:

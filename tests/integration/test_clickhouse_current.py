@@ -42,16 +42,6 @@ pytestmark = pytest.mark.integration
 HALLS = ("hall-a", "hall-b")
 DEPARTMENTS = ("民政厅", "公安厅", "人社厅")
 TYPES = ("consult", "accept", "issue", "transfer")
-SERVER_API_PATHS = (
-    "/health",
-    "/weeks/2024-W50",
-    "/weeks/2024-W50/revisions",
-    "/weeks/2024-W50/departments",
-    "/weeks/2024-W50/halls",
-    "/weeks/2024-W49",
-    "/years/2024/weeks",
-    "/live/current",
-)
 SERVER_READ = re.compile(r"version\(\)|\bsystem\.|^SHOW\b", re.IGNORECASE)
 API_PATHS = (
     "/health",

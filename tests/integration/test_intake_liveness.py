@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -22,16 +21,9 @@ from streams.stage_stats import StageTallies
 from streams.worker import IntakeProcesses, prepare_topics
 from tests.support import stalls
 from tests.support.events import encode, event, produce
+from tests.support.faults import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_a_child_whose_loop_stops_turning_is_replaced(isolated: Settings) -> None:
@@ -93,7 +85,7 @@ def test_asynchronous_commits_reach_the_end_of_every_partition(isolated: Setting
     runner = threading.Thread(target=intake.run, args=(stop,))
     runner.start()
     try:
-        wait_until(lambda: tallies.value("messages") >= 3_000, 60, "intake to read 3,000 messages")
+        wait_for(lambda: tallies.value("messages") >= 3_000, 60, "intake to read 3,000 messages")
     finally:
         stop.set()  # close() waits for the last commits to be confirmed
         runner.join(30)
