@@ -68,6 +68,12 @@ class Intake:
                 fetch_max_bytes=64 * 1024 * 1024,
                 queued_max_messages_kbytes=256 * 1024,
                 on_commit=self._on_commit,
+                # Tailing a topic that terminals write to, each small produce would
+                # answer a waiting fetch at once: thousands of tiny fetches a second.
+                # Measured in bench.replay: the broker's CPU fell from 13.3 s to 6.0 s
+                # per sample year, the run from 37 s to 32 s; an idle event waits 0.1 s.
+                fetch_min_bytes=1_000_000,
+                fetch_wait_max_ms=100,
             )
         )
         self._producer = Producer(
