@@ -66,7 +66,7 @@ def processes(settings: Settings, workers: list[int]) -> dict[str, int]:
     """The pids whose CPU the run spends: services, workers and their children."""
     found = {}
     for n, pid in enumerate(workers):
-        found[f"worker {n} counting"] = pid
+        found[f"worker {n} main (Faust)"] = pid
         for child in descendants(pid):
             with contextlib.suppress(OSError):  # children name themselves (prctl)
                 found[f"worker {n} {Path(f'/proc/{child}/comm').read_text().strip()}"] = child
@@ -110,13 +110,18 @@ def main() -> None:
     parser.add_argument(
         "--count-processes",
         type=int,
-        default=1,
-        help="counting processes (the first also runs intake, like `hallstats worker`)",
+        default=Settings.model_fields["worker_count_processes"].default,
+        help="HALLSTATS_WORKER_COUNT_PROCESSES of the worker (default: its default)",
     )
     args = parser.parse_args()
     base = Settings()
     stack.up(base, progress=lambda m: None)
-    settings = base.isolated("bench", Path(args.workdir), worker_web_port=6099)
+    settings = base.isolated(
+        "bench",
+        Path(args.workdir),
+        worker_web_port=6099,
+        worker_count_processes=args.count_processes,
+    )
     data = Path(args.workdir) / "sample-2024.jsonl"
     data.parent.mkdir(parents=True, exist_ok=True)
     if not data.exists():
@@ -124,16 +129,14 @@ def main() -> None:
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     log = Path(args.workdir) / f"worker-{settings.app_id}.log"
     proc = start_worker(settings, log, env=settings.as_env())
-    extras = [
-        settings.model_copy(update={"worker_web_port": 6100 + n, "metrics_port": 9465 + n})
-        for n in range(args.count_processes - 1)
-    ]
-    extra = [
-        start_worker(s, log.with_suffix(f".count{n}.log"), s.as_env(), "count")
-        for n, s in enumerate(extras)
-    ]
-    time.sleep(3)  # let the worker start its intake process
-    pids = processes(base, [proc.pid, *(p.pid for p in extra)])
+    children = settings.worker_intake_processes + (
+        settings.worker_count_processes if settings.worker_count_processes > 1 else 0
+    )
+    deadline = time.monotonic() + 60
+    while sum(" hs-" in name for name in (pids := processes(base, [proc.pid]))) < children:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the worker's processes did not all start; see {log}")
+        time.sleep(0.5)  # children name themselves once started (prctl)
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     try:
         started = time.monotonic()
@@ -141,11 +144,10 @@ def main() -> None:
         emitted = time.monotonic() - started
         result = finalize(settings, IsoWeek.parse("2024-W50"), timeout=3600)
         total = time.monotonic() - started
-        stages = stage_rates([settings, *extras])
+        stages = stage_rates([settings])
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
-        for worker in (proc, *extra):
-            stop_worker(worker)
+        stop_worker(proc)
     pipeline_rate = report.sent / total
     plain_rate = plain_consume_rate(settings, report.sent)
     print(f"events sent:                 {report.sent}")

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         ge=0,
         description="intake processes `hallstats worker` starts beside counting (`0`: none)",
     )
+    worker_count_processes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="processes counting this worker's partitions (partition p -> process "
+        "p % n); `1`: counting in the worker process itself",
+    )
 
     # Metrics (Prometheus). metrics_port 0 disables them.
     metrics_port: int = Field(

@@ -28,6 +28,7 @@ from hallstats.errors import HallstatsError
 from hallstats.kafka import faust_credentials
 from hallstats.settings import Settings
 from streams import bundles
+from streams.count_pool import CountPool
 from streams.counting import Counting
 from streams.gaps import Fetched
 from streams.lateness import FinalizedWeeks
@@ -81,7 +82,7 @@ def build_app(
     settings: Settings,
     extra_stages: list[StageTallies] | None = None,
     on_leader: tuple[float, Callable[[], None]] | None = None,
-) -> tuple[faust.App, Counting]:
+) -> tuple[faust.App, Counting | CountPool]:
     """The app and its counting stage; ``extra_stages`` (intake) join its /metrics;
     ``on_leader`` = (seconds, action) runs on a timer while this worker leads the group
     (automatic finalization, given by the composition root: readers are not ours)."""
@@ -105,11 +106,14 @@ def build_app(
         broker_commit_every=64,
         broker_commit_interval=1.0,
     )
-    count_tallies = StageTallies("count")
-    metrics = WorkerMetrics(settings, stages=[*(extra_stages or []), count_tallies])
-    metrics.install(app)
+    processes = settings.worker_count_processes
+    count_tallies = [StageTallies("count", shared=processes > 1) for _ in range(processes)]
     finalized = FinalizedWeeks(settings)  # late-event records
     finalized.install(app)
+    metrics = WorkerMetrics(
+        settings, stages=[*(extra_stages or []), *count_tallies], finalized=finalized
+    )
+    metrics.install(app)
     if on_leader is not None:
         every, action = on_leader
 
@@ -117,7 +121,14 @@ def build_app(
         async def leader_tick() -> None:
             action()
 
-    counting = Counting(settings, observer=metrics, tallies=count_tallies, finalized=finalized)
+    counting: Counting | CountPool
+    if processes > 1:
+        counting = CountPool(settings, count_tallies, metrics=metrics, finalized=finalized)
+        counting.start()  # the processes start while Faust joins the group
+    else:
+        counting = Counting(
+            settings, observer=metrics, tallies=count_tallies[0], finalized=finalized
+        )
     by_id = app.topic(
         settings.by_id_topic,
         partitions=settings.partitions,

@@ -46,7 +46,7 @@ from schemas.rejections import EventRejected, RejectReason
 from streams import bundles
 from streams.gaps import Fetched, fetch, missing
 from streams.lateness import FinalizedWeeks
-from streams.ledger import BatchOutcome, Record, SeenRecord, apply_batch
+from streams.ledger import BatchOutcome, Record, apply_batch
 from streams.sink import ClickHouseSink, SinkObserver
 from streams.stage_stats import StageTallies
 from streams.state import LocalState, Overlay
@@ -60,8 +60,14 @@ MAX_FILL = 256
 class CountObserver(SinkObserver, Protocol):
     """Told about every counted batch, after it is durable (metrics)."""
 
-    def counted(self, outcome: BatchOutcome, raw_timestamps: dict[tuple[int, int], float]) -> None:
-        """``raw_timestamps``: (partition, offset) of a bundle -> oldest raw Kafka time (s)."""
+    def counted(
+        self,
+        outcome: BatchOutcome,
+        raw_timestamps: dict[tuple[int, int], float],
+        late: list[tuple[Record, str, int]],
+    ) -> None:
+        """``raw_timestamps``: (partition, offset) of a bundle -> oldest raw Kafka time (s);
+        ``late``: (record, week, its finalized version) of events counted after finalize."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,11 @@ class Counting:
         observer: CountObserver | None = None,
         tallies: StageTallies | None = None,
         finalized: FinalizedWeeks | None = None,
+        slot: tuple[int, int] = (0, 1),
     ) -> None:
+        """``slot``: (this process, of how many) counting in one worker (streams.state)."""
         self._settings = settings
+        self._slot = slot
         self._observer = observer
         self.tallies = tallies or StageTallies("count")
         self._finalized = finalized or FinalizedWeeks(settings)
@@ -106,7 +115,7 @@ class Counting:
             self._sink = ClickHouseSink(self._settings, observer=self._observer)
             self._sink.ensure_schema()
         if self._state is None:
-            self._state = LocalState(self._settings)
+            self._state = LocalState(self._settings, self._slot)
         return self._state, self._sink
 
     def assign(self, partitions: Iterable[int]) -> None:
@@ -242,7 +251,7 @@ class Counting:
             for m in ordered
             for i, event in enumerate(bundles.unpack(m.value or b"[]", settings.zone))
         ]
-        seen = state.owners({r.event.event_id: r.shard for r in records})
+        seen = state.owners({r[2].event_id: r[0] for r in records})  # (shard, position, event)
         counters = Overlay(state)
         outcome = apply_batch(records, seen, counters, settings.zone)
         self._dead_letter_conflicts(outcome)
@@ -254,18 +263,18 @@ class Counting:
             if latest is None or e.occurred_at > latest:
                 terminals[terminal] = e.occurred_at
         positions = {p: max(offs) + 1 for p, offs in offsets.items() if offs}
+        late = self._finalized.late(outcome.newly_counted, settings.zone)
         sink.write(
             outcome.dirty,
             outcome.owned,
             terminals=terminals,
-            late=self._finalized.late(outcome.newly_counted, settings.zone),
+            late=late,
             progress=positions,
             heartbeats=outcome.heartbeats,
         )
         state.commit(
-            (  # a first-seen record owns its id: (its fingerprint, its position)
-                (r.shard, r.event.event_id, SeenRecord(r.event.fingerprint(), r.position))
-                for r in outcome.first_seen
+            (  # a first-seen record owns its id: apply_batch noted (fingerprint, position)
+                (r.shard, r.event.event_id, seen[r.event.event_id]) for r in outcome.first_seen
             ),
             counters.written,
             positions,
@@ -283,6 +292,7 @@ class Counting:
             self._observer.counted(
                 outcome,
                 {(m.partition, m.offset): m.timestamp_ms / 1000 for m in ordered},
+                late,
             )
         return CountResult(
             len(ordered),

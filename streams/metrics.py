@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -44,8 +43,9 @@ from schemas.queries import (
     finalized_weeks,
     latest_counts,
 )
-from streams.bundles import INDEX_BITS
-from streams.ledger import BatchOutcome
+from streams.count_summary import LATENCY_BUCKETS, CountSummary, summarize
+from streams.lateness import FinalizedWeeks
+from streams.ledger import BatchOutcome, Record
 from streams.stage_stats import BatchHistogram, StageCollector, StageTallies
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 
 PERIODS = ("today", "week", "year_to_date")
 
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ROW_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000)
 
@@ -133,13 +132,16 @@ class WorkerMetrics:
         settings: Settings,
         registry: CollectorRegistry | None = None,
         stages: list[StageTallies] | None = None,
+        finalized: FinalizedWeeks | None = None,
     ) -> None:
+        """``finalized``: counting's finalized weeks (late events), which every refresh
+        updates too, so once ``/metrics`` shows a week finalized, counting knows it."""
         self.settings = settings
         self.enabled = settings.metrics_port != 0
+        self._finalized_weeks = finalized
         self.registry = registry if registry is not None else CollectorRegistry()
         self._server: Any = None
         self._client: Client | None = None
-        self._finalized: frozenset[tuple[int, int]] = frozenset()
         self._count_labels: set[tuple[str, str, str]] = set()
         self._halls: set[str] = set()
         r = self.registry
@@ -302,47 +304,40 @@ class WorkerMetrics:
     # --- event path (called by the agents) -----------------------------------------------
 
     def counted(
-        self, outcome: BatchOutcome, raw_timestamps: Mapping[tuple[int, int], float]
+        self,
+        outcome: BatchOutcome,
+        raw_timestamps: Mapping[tuple[int, int], float],
+        late: Iterable[tuple[Record, str, int]] = (),
     ) -> None:
         """Account one counting batch after ClickHouse has it (so "counted" is durable).
 
         ``raw_timestamps``: (partition, offset) of each bundle -> oldest raw Kafka time
-        (s). A failure here is logged, never raised: counting matters more.
+        (s); ``late``: its newly counted events whose week was already finalized. A
+        failure here is logged, never raised: counting matters more.
         """
         if not self.enabled:
             return
         try:
-            self._counted(outcome, raw_timestamps)
+            self.record(summarize(outcome, raw_timestamps, late))
         except Exception:
             log.exception("metrics: accounting a counted batch failed")
 
-    def _counted(self, outcome: BatchOutcome, raw_ts: Mapping[tuple[int, int], float]) -> None:
-        now = time.time()
-        zone = self.settings.zone
-        finalized = self._finalized
-        counted = outcome.newly_counted
-        # Whole-batch passes (Counter counts in C): this runs for every counted event.
-        tally = Tally(
-            (r.event.event_type.value, r.event.hall_id, r.event.department) for r in counted
-        )
-        from_occurred = [max(0.0, now - r.event.occurred_at.timestamp()) for r in counted]
-        sent_at = [raw_ts.get((r.shard, r.position >> INDEX_BITS)) for r in counted]
-        from_kafka = [max(0.0, now - sent) for sent in sent_at if sent is not None]
-        late: Tally[str] = Tally()
-        if finalized:
-            late.update(
-                r.event.event_type.value
-                for r in counted
-                if r.event.local_date(zone).isocalendar()[:2] in finalized
-            )
-        self.latency.observe_many("occurred_at", from_occurred)
-        self.latency.observe_many("kafka_timestamp", from_kafka)
-        for labels, n in tally.items():
+    def record(self, summary: CountSummary) -> None:
+        """Add what counting did, here or in a counting process (:mod:`streams.count_pool`)."""
+        if not self.enabled:
+            return
+        for source, (counts, total) in summary.latency.items():
+            self.latency.add(source, counts, total)
+        for labels, n in summary.accepted.items():
             self.accepted.labels(*labels).inc(n)
-        for kind, n in late.items():
+        for kind, n in summary.late.items():
             self._late[kind].inc(n)
-        if outcome.duplicates:
-            self.duplicates.inc(len(outcome.duplicates))
+        if summary.duplicates:
+            self.duplicates.inc(summary.duplicates)
+        for table, rows, seconds in summary.inserts:
+            self.inserted(table, rows, seconds)
+        for _ in range(summary.failures):
+            self.failed()
 
     # SinkObserver (streams/sink.py); called from the sink's thread.
     def inserted(self, table: str, rows: int, seconds: float) -> None:
@@ -389,7 +384,8 @@ class WorkerMetrics:
 
     def _refresh_finalized(self, now: datetime) -> None:
         weeks = finalized_weeks(self._ch(), self.settings)
-        self._finalized = frozenset((w.year, w.week) for w in weeks)
+        if self._finalized_weeks is not None:
+            self._finalized_weeks.versions = weeks
         if weeks:
             end = max(weeks).closes_at(self.settings.zone)
             self.last_finalized.set(end.timestamp())

@@ -95,9 +95,11 @@ class StageCollector(Collector):
                 labels=["stage"],
             ),
         }
-        for tallies in self._stages:
-            for name, family in families.items():
-                family.add_metric([tallies.stage], tallies.value(name))
+        stages = sorted({t.stage for t in self._stages})  # a stage may run in several processes
+        for name, family in families.items():
+            for stage in stages:
+                total = sum(t.value(name) for t in self._stages if t.stage == stage)
+                family.add_metric([stage], total)
         yield from families.values()
         rejected = CounterMetricFamily(
             "hallstats_events_rejected",
@@ -108,6 +110,15 @@ class StageCollector(Collector):
         for reason in _REASONS:
             rejected.add_metric([reason.value], sum(r[reason] for r in per_stage))
         yield rejected
+
+
+def bucket_counts(buckets: tuple[float, ...] | list[float], values: list[float]) -> list[int]:
+    """How many values fall in each bucket (upper bounds ``buckets``, then +Inf)."""
+    bounds = [*buckets, float("inf")]
+    counts = [0] * len(bounds)
+    for index, n in Counter(bisect.bisect_left(bounds, v) for v in values).items():
+        counts[index] = n
+    return counts
 
 
 class BatchHistogram(Collector):
@@ -126,13 +137,14 @@ class BatchHistogram(Collector):
         self._lock = threading.Lock()
 
     def observe_many(self, label_value: str, values: list[float]) -> None:
-        bounds = self._bounds
-        positions = Counter(bisect.bisect_left(bounds, v) for v in values)
-        total = sum(values)
+        self.add(label_value, bucket_counts(self._bounds[:-1], values), sum(values))
+
+    def add(self, label_value: str, counts: list[int], total: float) -> None:
+        """Counts per bucket (as :func:`bucket_counts` makes them) and their sum."""
         with self._lock:
-            counts, sums = self._series.setdefault(label_value, ([0] * len(bounds), [0.0]))
-            for p, n in positions.items():
-                counts[p] += n
+            mine, sums = self._series.setdefault(label_value, ([0] * len(self._bounds), [0.0]))
+            for index, n in enumerate(counts):
+                mine[index] += n
             sums[0] += total
 
     def collect(self) -> Iterator[Any]:

@@ -50,8 +50,12 @@ def _prefix(kind: bytes, partition: int) -> bytes:
 
 
 def _owner_key(partition: int, event_id: str) -> bytes:
+    return _prefix(_OWNER, partition) + _id_bytes(event_id)
+
+
+def _id_bytes(event_id: str) -> bytes:
     # event_id is a canonical lower-case UUID (schemas.events): its 16 bytes.
-    return _prefix(_OWNER, partition) + bytes.fromhex(event_id.replace("-", ""))
+    return bytes.fromhex(event_id.replace("-", ""))
 
 
 def _owner_value(record: SeenRecord) -> bytes:
@@ -79,11 +83,14 @@ class _Slot:
     """An exclusive sub-folder, so several workers on one host never share a RocksDB.
 
     A restarted worker takes the lowest free slot again and so finds its own state.
+    Counting process ``i`` of ``n`` in one worker (:mod:`streams.count_pool`) looks at
+    slots ``i, i + n, ...`` first: it counts the partitions ``p % n == i``, so it
+    finds the state of its own partitions again, not that of its sibling.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, first: int = 0, stride: int = 1) -> None:
         base.mkdir(parents=True, exist_ok=True)
-        for n in range(64):
+        for n in [*range(first, 64, stride), *range(64)]:
             path = base / f"slot-{n}"
             path.mkdir(exist_ok=True)
             handle: IO[str] = (path / "lock").open("w")
@@ -103,9 +110,10 @@ class _Slot:
 class LocalState:
     """Owners, counters and positions of the partitions this process counts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slot: tuple[int, int] = (0, 1)) -> None:
+        """``slot`` = (this counting process, of how many) in its worker."""
         self._settings = settings
-        self._slot = _Slot(settings.worker_data_dir.resolve() / "count-state")
+        self._slot = _Slot(settings.worker_data_dir.resolve() / "count-state", *slot)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         options.set_max_open_files(256)
@@ -141,7 +149,14 @@ class LocalState:
         every id is new and written back): building them is a good part of the cost.
         """
         ids = list(partition_of)
-        keys = [_owner_key(partition_of[i], i) for i in ids]
+        prefixes: dict[int, bytes] = {}
+        keys = []
+        for i in ids:  # _owner_key, its prefix made once per partition
+            partition = partition_of[i]
+            prefix = prefixes.get(partition)
+            if prefix is None:
+                prefix = prefixes[partition] = _prefix(_OWNER, partition)
+            keys.append(prefix + _id_bytes(i))
         self._keys = dict(zip(ids, keys, strict=True))
         values = cast(list[bytes | None], self._db.get(cast(list[Any], keys)))
         return {i: _owner_record(v) for i, v in zip(ids, values, strict=True) if v is not None}
@@ -160,12 +175,12 @@ class LocalState:
     ) -> None:
         """One atomic write: a crash leaves the state before or after the batch."""
         batch = WriteBatch(raw_mode=True)
-        known = self._keys
+        put, known = batch.put, self._keys
         for partition, event_id, record in owners:
             owner = known.get(event_id)
             if owner is None or owner[1:3] != partition.to_bytes(2, "big"):
                 owner = _owner_key(partition, event_id)
-            batch.put(owner, _owner_value(record))
+            put(owner, _owner_value(record))
         for period, value in counters.items():
             batch.put(_counter_key(period), orjson.dumps(value.to_json()))
         for partition, position in positions.items():

@@ -11,10 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from hallstats.cli.status import rates
 from hallstats.settings import Settings
+from schemas.calendar import IsoWeek
 from schemas.catalog import EventType
 from schemas.events import ServiceEvent
 from schemas.rejections import RejectReason
 from streams.bundles import position
+from streams.lateness import FinalizedWeeks
 from streams.ledger import BatchOutcome, Record, SeenRecord
 from streams.metrics import WorkerMetrics
 from streams.stage_stats import StageTallies
@@ -95,14 +97,14 @@ def test_a_metrics_failure_never_reaches_the_agent(caplog: pytest.LogCaptureFixt
 
 
 def test_late_events_are_those_of_a_finalized_week() -> None:
-    m = WorkerMetrics(Settings(metrics_port=1))
-    m._finalized = frozenset({(2024, 50)})
+    settings = Settings(metrics_port=1)
+    m = WorkerMetrics(settings)
+    finalized = FinalizedWeeks(settings)
+    finalized.versions = {IsoWeek.parse("2024-W50"): 1}
     in_w50 = datetime(2024, 12, 15, 15, 59, tzinfo=UTC)  # Sunday 23:59 in Shanghai
     in_w51 = datetime(2024, 12, 15, 16, 0, tzinfo=UTC)  # Monday 00:00 in Shanghai
-    m.counted(
-        BatchOutcome(newly_counted=[record(1, "issue", when=in_w50), record(2, when=in_w51)]),
-        {},
-    )
+    counted = [record(1, "issue", when=in_w50), record(2, when=in_w51)]
+    m.counted(BatchOutcome(newly_counted=counted), {}, finalized.late(counted, settings.zone))
     assert value(m, "hallstats_late_events_total", type="issue") == 1
     assert value(m, "hallstats_late_events_total", type="accept") == 0
 
