@@ -133,7 +133,10 @@ def main() -> None:
         settings.worker_count_processes if settings.worker_count_processes > 1 else 0
     )
     deadline = time.monotonic() + 60
-    while sum(" hs-" in name for name in (pids := processes(base, [proc.pid]))) < children:
+    while True:
+        pids = processes(base, [proc.pid])
+        if sum(" hs-" in name for name in pids) >= children:
+            break
         if time.monotonic() > deadline:
             raise SystemExit(f"the worker's processes did not all start; see {log}")
         time.sleep(0.5)  # children name themselves once started (prctl)
