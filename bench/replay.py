@@ -69,7 +69,8 @@ def processes(settings: Settings, workers: list[int]) -> dict[str, int]:
         found[f"worker {n} main (Faust)"] = pid
         for child in descendants(pid):
             with contextlib.suppress(OSError):  # children name themselves (prctl)
-                found[f"worker {n} {Path(f'/proc/{child}/comm').read_text().strip()}"] = child
+                name = f"worker {n} {Path(f'/proc/{child}/comm').read_text().strip()}"
+                found[f"{name} (pid {child})" if name in found else name] = child
     root = settings.stack_dir.expanduser().resolve()
     for name in ("kafka", "clickhouse"):
         with contextlib.suppress(OSError, ValueError):

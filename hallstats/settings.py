@@ -125,7 +125,7 @@ class Settings(BaseSettings):
         "batch fails (it is then replayed)",
     )
     worker_intake_processes: int = Field(
-        default=1,
+        default=2,
         ge=0,
         description="intake processes `hallstats worker` starts beside counting (`0`: none)",
     )
