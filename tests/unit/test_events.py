@@ -284,6 +284,9 @@ def test_lone_surrogates_are_rejected_with_an_encodable_record(field: str) -> No
             "event_id": st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper() + "\n"),
             "event_type": st.sampled_from([t.value for t in EventType] + ["Accept", 1]),
             "occurred_at": st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat())
+            | st.datetimes(timezones=st.just(UTC)).map(  # whole seconds or not, Z or z
+                lambda d: d.isoformat().replace("+00:00", "Z" if d.second % 2 else "z")
+            )
             | st.sampled_from(["2024-12-09t09:30:00z", "2024-12-09T09:30:00.5+08:00"]),
             "hall_id": st.text(max_size=70) | st.none(),
             "window_id": st.text(min_size=1, max_size=3),
@@ -308,4 +311,35 @@ def test_the_fast_path_accepts_only_what_the_full_checks_accept_and_alike(
             full = None
     if fast is not None:
         assert full == fast
+        assert full.occurred_utc == fast.occurred_utc
         assert full.fingerprint() == fast.fingerprint()
+
+
+@given(
+    names=st.lists(st.text(min_size=1, max_size=8), min_size=3, max_size=3),
+    optional=st.lists(st.none() | st.text(max_size=8), min_size=2, max_size=2),
+    kind=st.sampled_from(list(EventType)),
+    seconds=st.integers(0, 2_000_000_000),
+)
+def test_the_fingerprint_is_the_hash_of_the_sorted_canonical_json(
+    names: list[str], optional: list[str | None], kind: EventType, seconds: int
+) -> None:
+    """Stored fingerprints were made as sha256(json.dumps(canonical, ensure_ascii=False,
+    sort_keys=True)); the hand-written fast form must give the same bytes for any
+    text: quotes, backslashes, control characters, CJK."""
+    import hashlib
+
+    from schemas.events import ServiceEvent
+
+    event = ServiceEvent(
+        event_id="0b9e7c1e-3f0a-4c1e-9a7d-2b6f8c4d5e6f",
+        event_type=kind,
+        occurred_at=datetime.fromtimestamp(seconds, UTC),
+        hall_id=names[0],
+        window_id=names[1],
+        department=names[2],
+        item_code=optional[0],
+        case_id=optional[1],
+    )
+    body = json.dumps(event.canonical(), ensure_ascii=False, sort_keys=True)
+    assert event.fingerprint() == hashlib.sha256(body.encode()).hexdigest()[:32]
