@@ -86,13 +86,11 @@ def processes(settings: Settings, workers: list[int]) -> dict[str, int]:
     return found
 
 
-def stage_rates(workers: list[Settings]) -> dict[str, tuple[float, float]]:
-    """Per stage: (events, busy seconds), from the workers' own /metrics."""
-    text = ""
-    for settings in workers:
-        url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text += response.read().decode()
+def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
+    """Per stage: (events, busy seconds), from the worker's own /metrics."""
+    url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
     events: dict[str, float] = {}
     busy: dict[str, float] = {}
     rows = {"events": 0.0, "seconds": 0.0}
@@ -111,6 +109,19 @@ def stage_rates(workers: list[Settings]) -> dict[str, tuple[float, float]]:
     result = {stage: (events[stage], busy.get(stage, 0.0)) for stage in events}
     result["clickhouse writes (archive rows)"] = (rows["events"], rows["seconds"])
     return result
+
+
+def settled_stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
+    """The stage rates once they stop moving: a counting process's last answer (with
+    its ClickHouse write figures) may reach ``/metrics`` just after finalize returns."""
+    rates = stage_rates(settings)
+    for _ in range(10):
+        time.sleep(1.0)
+        again = stage_rates(settings)
+        if again == rates:
+            break
+        rates = again
+    return rates
 
 
 def main() -> None:
@@ -156,7 +167,7 @@ def main() -> None:
         emitted = time.monotonic() - started
         result = finalize(settings, IsoWeek.parse("2024-W50"), timeout=3600)
         total = time.monotonic() - started
-        stages = stage_rates([settings])
+        stages = settled_stage_rates(settings)
         cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     finally:
         stop_worker(proc)

@@ -62,7 +62,8 @@ def _serve(
         level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
     )
     logging.getLogger("clickhouse_driver").setLevel(logging.WARNING)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent says when to stop
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the parent says when to stop (a
+        signal.signal(sig, signal.SIG_IGN)  # "close" after its batch); dies with it
     recorder, finalized = SummaryRecorder(), FinalizedWeeks(settings)
     counting = Counting(
         settings, observer=recorder, tallies=tallies, finalized=finalized, slot=(index, processes)
@@ -170,7 +171,10 @@ class CountPool:
         return [proc.pid for proc in self._procs]
 
     def _by_process(self, partitions: Iterable[int]) -> dict[int, list[int]]:
+        """Partition -> its process; nothing once closed (Faust revokes on shutdown)."""
         split: dict[int, list[int]] = defaultdict(list)
+        if not self._procs:
+            return split
         for partition in partitions:
             split[partition % len(self._procs)].append(partition)
         return split
@@ -185,6 +189,8 @@ class CountPool:
 
     def process(self, delivered: list[Fetched]) -> CountResult:
         """Every process's part durable on return (the same promise as Counting.process)."""
+        if not self._procs:
+            raise OperationalError("count: the counting processes are stopped")
         parts: dict[int, list[Fetched]] = defaultdict(list)
         for fetched in delivered:
             parts[fetched.partition % len(self._procs)].append(fetched)
