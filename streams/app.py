@@ -3,8 +3,9 @@
 Validation happens before, in the intake stage (:mod:`streams.intake`), which
 sends bundles of hundreds of events per Kafka message, so Faust's per-message
 machinery is paid per bundle, not per event. The agent hands each batch to
-:class:`streams.counting.Counting` and acknowledges it only after its effects
-are durable (``noack_take`` + explicit ``ack``: ``take`` would ack a failed
+:class:`streams.counting.Counting`, or to the counting processes of
+:class:`streams.count_pool.CountPool` (``HALLSTATS_WORKER_COUNT_PROCESSES`` > 1),
+and acknowledges it only after its effects are durable (``noack_take`` + explicit ``ack``: ``take`` would ack a failed
 batch). Exactness never depends on what Faust commits or delivers: counting
 keeps its own position per partition and fills any gap from Kafka directly.
 
