@@ -93,21 +93,21 @@ def stage_rates(settings: Settings) -> dict[str, tuple[float, float]]:
         text = response.read().decode()
     events: dict[str, float] = {}
     busy: dict[str, float] = {}
-    rows = {"events": 0.0, "seconds": 0.0}
+    writes = {table: [0.0, 0.0] for table in ("events", "counters")}  # rows, seconds
     for family in text_string_to_metric_families(text):
         for point in family.samples:
-            stage = point.labels.get("stage")
+            stage, table = point.labels.get("stage"), point.labels.get("table", "")
             if point.name == "hallstats_stage_events_total" and stage:
                 events[stage] = events.get(stage, 0.0) + point.value
             elif point.name == "hallstats_stage_busy_seconds_total" and stage:
                 busy[stage] = busy.get(stage, 0.0) + point.value
-            elif point.labels.get("table") == "events":
-                if point.name == "hallstats_clickhouse_batch_rows_sum":
-                    rows["events"] += point.value
-                elif point.name == "hallstats_clickhouse_write_seconds_sum":
-                    rows["seconds"] += point.value
+            elif table in writes and point.name == "hallstats_clickhouse_batch_rows_sum":
+                writes[table][0] += point.value
+            elif table in writes and point.name == "hallstats_clickhouse_write_seconds_sum":
+                writes[table][1] += point.value
     result = {stage: (events[stage], busy.get(stage, 0.0)) for stage in events}
-    result["clickhouse writes (archive rows)"] = (rows["events"], rows["seconds"])
+    result["clickhouse writes (archive rows)"] = (writes["events"][0], writes["events"][1])
+    result["clickhouse writes (counter rows)"] = (writes["counters"][0], writes["counters"][1])
     return result
 
 
@@ -149,13 +149,14 @@ def main() -> None:
     ensure_topics(settings, [(settings.topic, settings.partitions), (settings.dlq_topic, 1)])
     log = Path(args.workdir) / f"worker-{settings.app_id}.log"
     proc = start_worker(settings, log, env=settings.as_env())
-    children = settings.worker_intake_processes + (
-        settings.worker_count_processes if settings.worker_count_processes > 1 else 0
-    )
+    wanted = {  # name prefix -> how many (the finalizer names itself too)
+        " hs-intake": settings.worker_intake_processes,
+        " hs-count-": settings.worker_count_processes if settings.worker_count_processes > 1 else 0,
+    }
     deadline = time.monotonic() + 60
     while True:
         pids = processes(base, [proc.pid])
-        if sum(" hs-" in name for name in pids) >= children:
+        if all(sum(p in name for name in pids) >= n for p, n in wanted.items()):
             break
         if time.monotonic() > deadline:
             raise SystemExit(f"the worker's processes did not all start; see {log}")
