@@ -5,9 +5,10 @@ sends bundles of hundreds of events per Kafka message, so Faust's per-message
 machinery is paid per bundle, not per event. The agent hands each batch to
 :class:`streams.counting.Counting`, or to the counting processes of
 :class:`streams.count_pool.CountPool` (``HALLSTATS_WORKER_COUNT_PROCESSES`` > 1),
-and acknowledges it only after its effects are durable (``noack_take`` + explicit ``ack``: ``take`` would ack a failed
-batch). Exactness never depends on what Faust commits or delivers: counting
-keeps its own position per partition and fills any gap from Kafka directly.
+and acknowledges it only after its effects are durable (``noack_take`` + explicit
+``ack``: ``take`` would ack a failed batch). Exactness never depends on what Faust
+commits or delivers: counting keeps its own position per partition and fills any gap
+from Kafka directly.
 
 No Faust tables: the state lives in RocksDB (:mod:`streams.state`), checked
 against ClickHouse on assignment, so a restart does not replay changelogs.

@@ -66,20 +66,34 @@ def summarize(
     Kafka time (s); ``late`` = the newly counted events whose week was finalized."""
     at = time.time() if now is None else now
     counted = outcome.newly_counted
-    # Whole-batch passes (Counter counts in C): this runs for every counted event.
+    # Whole-batch passes (Counter counts in C): this runs for every counted event. Keys
+    # hold the enum itself (its .value is a slow descriptor) until the few distinct ones.
+    by_combo = Tally((r.event.event_type, r.event.hall_id, r.event.department) for r in counted)
     summary = CountSummary(
-        accepted=Tally(
-            (r.event.event_type.value, r.event.hall_id, r.event.department) for r in counted
-        ),
+        accepted=Tally({(t.value, hall, dept): n for (t, hall, dept), n in by_combo.items()}),
         late=Tally(r.event.event_type.value for r, _week, _version in late),
         duplicates=len(outcome.duplicates),
     )
     from_occurred = [max(0.0, at - r.event.occurred_at.timestamp()) for r in counted]
-    sent_at = [raw_timestamps.get((r.shard, r.position >> INDEX_BITS)) for r in counted]
-    from_kafka = [max(0.0, at - sent) for sent in sent_at if sent is not None]
-    for source, values in zip(LATENCY_SOURCES, (from_occurred, from_kafka), strict=True):
-        if values:
-            summary.add_latency(source, bucket_counts(LATENCY_BUCKETS, values), sum(values))
+    if from_occurred:
+        summary.add_latency(
+            LATENCY_SOURCES[0], bucket_counts(LATENCY_BUCKETS, from_occurred), sum(from_occurred)
+        )
+    # Every event of a bundle has the bundle's raw Kafka time: one value per bundle.
+    per_bundle = Tally((r.shard, r.position >> INDEX_BITS) for r in counted)
+    from_kafka = {
+        key: (max(0.0, at - sent), n)
+        for key, n in per_bundle.items()
+        if (sent := raw_timestamps.get(key)) is not None
+    }
+    if from_kafka:
+        latencies = [latency for latency, _n in from_kafka.values()]
+        weights = [n for _latency, n in from_kafka.values()]
+        summary.add_latency(
+            LATENCY_SOURCES[1],
+            bucket_counts(LATENCY_BUCKETS, latencies, weights),
+            sum(latency * n for latency, n in from_kafka.values()),
+        )
     return summary
 
 

@@ -112,12 +112,21 @@ class StageCollector(Collector):
         yield rejected
 
 
-def bucket_counts(buckets: tuple[float, ...] | list[float], values: list[float]) -> list[int]:
-    """How many values fall in each bucket (upper bounds ``buckets``, then +Inf)."""
+def bucket_counts(
+    buckets: tuple[float, ...] | list[float],
+    values: list[float],
+    weights: list[int] | None = None,
+) -> list[int]:
+    """How many values fall in each bucket (upper bounds ``buckets``, then +Inf);
+    ``weights``: how many times each value was seen (default once)."""
     bounds = [*buckets, float("inf")]
     counts = [0] * len(bounds)
-    for index, n in Counter(bisect.bisect_left(bounds, v) for v in values).items():
-        counts[index] = n
+    if weights is None:
+        for index, n in Counter(bisect.bisect_left(bounds, v) for v in values).items():
+            counts[index] = n
+    else:
+        for v, n in zip(values, weights, strict=True):
+            counts[bisect.bisect_left(bounds, v)] += n
     return counts
 
 

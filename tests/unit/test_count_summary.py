@@ -19,7 +19,7 @@ from streams.bundles import position
 from streams.count_summary import CountSummary, SummaryRecorder, summarize
 from streams.ledger import BatchOutcome, Record
 from streams.metrics import WorkerMetrics
-from streams.stage_stats import StageCollector, StageTallies
+from streams.stage_stats import StageCollector, StageTallies, bucket_counts
 
 NOW = datetime(2024, 12, 12, 8, 0, tzinfo=UTC)
 
@@ -129,3 +129,13 @@ def test_a_stage_in_several_processes_is_one_series() -> None:
     families = {f.name: f for f in StageCollector([intake, a, b]).collect()}
     events = {s.labels["stage"]: s.value for s in families["hallstats_stage_events"].samples}
     assert events == {"count": 30, "intake": 0}
+
+
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.integers(1, 50)), max_size=30))
+def test_weighted_buckets_count_each_value_as_often_as_its_weight(
+    pairs: list[tuple[float, int]],
+) -> None:
+    buckets = (0.5, 1, 10, 1000)
+    expanded = [value for value, n in pairs for _ in range(n)]
+    weighted = bucket_counts(buckets, [v for v, _n in pairs], [n for _v, n in pairs])
+    assert weighted == bucket_counts(buckets, expanded)
