@@ -39,7 +39,20 @@ _RFC3339_RE = re.compile(
 )
 _TYPES = {t.value: t for t in EventType}
 _json_text: Callable[[str], str] = encode_basestring  # json.dumps(str, ensure_ascii=False)
-_TYPE_JSON = {t: _json_text(t.value) for t in EventType}
+_TYPE_JSON = {t: _json_text(t.value).encode() for t in EventType}
+_SCHEMA_VERSION_JSON = str(SCHEMA_VERSION).encode()
+_NAMES_JSON: dict[str, bytes] = {}
+_NAMES_KEPT = 50_000  # halls x windows x departments x items of a province, with room
+
+
+def _json_utf8(name: str) -> bytes:
+    """``json.dumps(name, ensure_ascii=False)`` as UTF-8, remembered for repeated names."""
+    found = _NAMES_JSON.get(name)
+    if found is None:
+        found = _json_text(name).encode()
+        if len(_NAMES_JSON) < _NAMES_KEPT:
+            _NAMES_JSON[name] = found
+    return found
 _DAY = timedelta(hours=24)
 _NAME_FIELDS = ("hall_id", "window_id", "department")
 _OPTIONAL_FIELDS = ("item_code", "case_id")
@@ -128,18 +141,34 @@ class ServiceEvent:
         # Byte for byte ``json.dumps(self.canonical(), ensure_ascii=False,
         # sort_keys=True)``, the definition stored fingerprints were made with,
         # spelled out because it runs for every event (tests check the equality).
-        # The encoder is called directly (no helper per field) and each type's JSON
-        # text is made once: this runs for every event that enters hallstats.
-        text, case, item = _json_text, self.case_id, self.item_code
-        body = (
-            f'{{"case_id": {"null" if case is None else text(case)}, '
-            f'"department": {text(self.department)}, "event_id": {text(self.event_id)}, '
-            f'"event_type": {_TYPE_JSON[self.event_type]}, "hall_id": {text(self.hall_id)}, '
-            f'"item_code": {"null" if item is None else text(item)}, '
-            f'"occurred_at": {text(self.occurred_utc)}, "schema_version": {SCHEMA_VERSION}, '
-            f'"window_id": {text(self.window_id)}}}'
+        # Built as UTF-8 bytes from pieces: the names that repeat (hall, window,
+        # department, item) are encoded once each (a CJK name costs as much to encode
+        # as to hash), the rest directly. This runs for every event entering hallstats.
+        named, text, case, item = _json_utf8, _json_text, self.case_id, self.item_code
+        body = b"".join(
+            (
+                b'{"case_id": ',
+                b"null" if case is None else text(case).encode(),
+                b', "department": ',
+                named(self.department),
+                b', "event_id": ',
+                text(self.event_id).encode(),
+                b', "event_type": ',
+                _TYPE_JSON[self.event_type],
+                b', "hall_id": ',
+                named(self.hall_id),
+                b', "item_code": ',
+                b"null" if item is None else named(item),
+                b', "occurred_at": ',
+                text(self.occurred_utc).encode(),
+                b', "schema_version": ',
+                _SCHEMA_VERSION_JSON,
+                b', "window_id": ',
+                named(self.window_id),
+                b"}",
+            )
         )
-        return hashlib.sha256(body.encode()).hexdigest()[:32]
+        return hashlib.sha256(body).hexdigest()[:32]
 
     @classmethod
     def from_row(cls, row: list[Any], local: tuple[ZoneInfo, date] | None = None) -> ServiceEvent:

@@ -50,9 +50,14 @@ def pack(events: Iterable[ServiceEvent], zone: ZoneInfo) -> Iterator[bytes]:
     head = orjson.dumps({"zone": zone.key})
     chunk: list[bytes] = []
     size = len(head) + 3
+    day_texts: dict[date, str] = {}  # a bundle spans few days: each written once
     for event in events:
         row = event.to_row()
-        row.append(event.local_date(zone).isoformat())
+        day = event.local_date(zone)
+        text = day_texts.get(day)
+        if text is None:
+            text = day_texts[day] = day.isoformat()
+        row.append(text)
         body = orjson.dumps(row)
         if chunk and (len(chunk) >= MAX_BUNDLE_EVENTS or size + len(body) + 1 > MAX_BUNDLE_BYTES):
             yield b"[" + head + b"," + b",".join(chunk) + b"]"
