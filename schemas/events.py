@@ -53,6 +53,8 @@ def _json_utf8(name: str) -> bytes:
         if len(_NAMES_JSON) < _NAMES_KEPT:
             _NAMES_JSON[name] = found
     return found
+
+
 _DAY = timedelta(hours=24)
 _NAME_FIELDS = ("hall_id", "window_id", "department")
 _OPTIONAL_FIELDS = ("item_code", "case_id")

@@ -22,11 +22,11 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import faust
 
-from hallstats.errors import HallstatsError
+from hallstats.errors import HallstatsError, OperationalError
 from hallstats.kafka import faust_credentials
 from hallstats.settings import Settings
 from streams import bundles
@@ -57,15 +57,18 @@ def _fatal_on_error(
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.critical(
-                "agent %s failed; exiting (restart resumes from the last durable position)",
-                agent.__name__,
-                exc_info=True,
-            )
-            logging.shutdown()
-            os._exit(70)
+            _exit_worker(f"agent {agent.__name__} failed")
 
     return guarded
+
+
+def _exit_worker(what: str) -> NoReturn:
+    """Exit at once with status 70 (a supervisor restarts the worker), logging why."""
+    log.critical(
+        "%s; exiting (restart resumes from the last durable position)", what, exc_info=True
+    )
+    logging.shutdown()
+    os._exit(70)
 
 
 def _fetched(event: Any) -> Fetched:
@@ -158,6 +161,16 @@ def build_app(
             log.warning("count: catching up idle partitions failed: %s", exc)
         except Exception:  # never let the safety net take the worker down
             log.exception("count: catching up idle partitions failed")
+
+    if isinstance(counting, CountPool):
+        pool = counting
+
+        @app.timer(1.0)  # type: ignore[untyped-decorator]
+        async def watch_counting_processes() -> None:
+            try:
+                pool.check()
+            except OperationalError as exc:
+                _exit_worker(str(exc))
 
     @app.agent(by_id)
     @_fatal_on_error

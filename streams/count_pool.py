@@ -25,7 +25,7 @@ import signal
 import threading
 import traceback
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -64,9 +64,16 @@ def _serve(
     logging.getLogger("clickhouse_driver").setLevel(logging.WARNING)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the parent says when to stop (a
         signal.signal(sig, signal.SIG_IGN)  # "close" after its batch); dies with it
-    recorder, finalized = SummaryRecorder(), FinalizedWeeks(settings)
+    # A failed ClickHouse write is sent at once (an "interim" answer the parent reads
+    # while it waits), so an outage shows on /metrics while the sink still retries.
+    recorder = SummaryRecorder(urgent=lambda summary: conn.send(("interim", summary)))
+    finalized = FinalizedWeeks(settings)
     counting = Counting(
-        settings, observer=recorder, tallies=tallies, finalized=finalized, slot=(index, processes)
+        settings,
+        observer=recorder if settings.metrics_port else None,
+        tallies=tallies,
+        finalized=finalized,
+        slot=(index, processes),
     )
     while True:
         try:
@@ -109,7 +116,9 @@ class _Process:
         )
         self._proc.start()
         child.close()
-        self.pid = self._proc.pid
+        if self._proc.pid is None:  # pragma: no cover - start() sets it or raises
+            raise OperationalError(f"counting process {index} did not start")
+        self.pid: int = self._proc.pid
         self.call_lock = threading.Lock()  # one request at a time waits for its answer
         self._send_lock = threading.Lock()
 
@@ -117,16 +126,28 @@ class _Process:
         with self._send_lock:
             self._conn.send(message)
 
-    def call(self, message: tuple[Any, ...]) -> tuple[CountResult | None, CountSummary]:
-        """Under ``call_lock``: send, wait for the answer, raise what the process raised."""
+    def exited(self) -> str | None:
+        """Why the process is gone, or None while it runs."""
+        if self._proc.is_alive():
+            return None
+        return f"counting process {self.index} (pid {self.pid}) exited with {self._proc.exitcode}"
+
+    def call(
+        self, message: tuple[Any, ...], interim: Callable[[CountSummary], None]
+    ) -> tuple[CountResult | None, CountSummary]:
+        """Under ``call_lock``: send, wait for the answer (passing interim summaries to
+        ``interim`` meanwhile), raise what the process raised."""
         try:
             self.tell(message)
             answer = self._conn.recv()
+            while answer[0] == "interim":
+                interim(answer[1])
+                answer = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._proc.join(5)
             raise OperationalError(
-                f"counting process {self.index} (pid {self._proc.pid}) exited "
-                f"with {self._proc.exitcode} ({type(exc).__name__})"
+                f"{self.exited() or f'counting process {self.index} is unreachable'} "
+                f"({type(exc).__name__})"
             ) from exc
         if answer[0] == "error":
             _kind, operational, text = answer
@@ -167,8 +188,16 @@ class CountPool:
         self._procs = [_Process(self._settings, i, n, t) for i, t in enumerate(self.tallies)]
         log.info("count: %s counting processes (partition p -> process p %% %s)", n, n)
 
-    def pids(self) -> list[int | None]:
+    def pids(self) -> list[int]:
         return [proc.pid for proc in self._procs]
+
+    def check(self) -> None:
+        """Raise if a counting process has died: its partitions would stall unseen when
+        no batch of theirs arrives to fail (the worker then exits, as on a failed batch)."""
+        for proc in list(self._procs):
+            reason = proc.exited()
+            if reason is not None and self._procs:  # not being closed meanwhile
+                raise OperationalError(f"{reason}; its partitions cannot be counted")
 
     def _by_process(self, partitions: Iterable[int]) -> dict[int, list[int]]:
         """Partition -> its process; nothing once closed (Faust revokes on shutdown)."""
@@ -180,12 +209,20 @@ class CountPool:
         return split
 
     def assign(self, partitions: Iterable[int]) -> None:
-        for index, mine in self._by_process(partitions).items():
-            self._procs[index].tell(("assign", mine))
+        self._tell("assign", partitions)
 
     def revoke(self, partitions: Iterable[int]) -> None:
+        self._tell("revoke", partitions)
+
+    def _tell(self, kind: str, partitions: Iterable[int]) -> None:
+        """From Faust's rebalance callbacks: never raises there. A process that cannot be
+        told is dead or closing, and :meth:`check` or the next batch says so."""
+        procs = self._procs
         for index, mine in self._by_process(partitions).items():
-            self._procs[index].tell(("revoke", mine))
+            try:
+                procs[index].tell((kind, mine))
+            except OSError as exc:
+                log.warning("count: cannot %s %s to process %s: %s", kind, mine, index, exc)
 
     def process(self, delivered: list[Fetched]) -> CountResult:
         """Every process's part durable on return (the same promise as Counting.process)."""
@@ -199,7 +236,7 @@ class CountPool:
         def call(index: int) -> CountResult | None:
             proc = self._procs[index]
             with proc.call_lock:
-                return self._answered(proc.call(("process", parts[index], versions)))
+                return self._answered(proc.call(("process", parts[index], versions), self._record))
 
         results = list(self._threads.map(call, list(parts)))
         return _sum(r for r in results if r is not None)
@@ -212,7 +249,7 @@ class CountPool:
             if not proc.call_lock.acquire(blocking=False):
                 return None  # counting a batch: not idle
             try:
-                return self._answered(proc.call(("catch_up", versions)))
+                return self._answered(proc.call(("catch_up", versions), self._record))
             finally:
                 proc.call_lock.release()
 
@@ -221,18 +258,25 @@ class CountPool:
 
     def _answered(self, answer: tuple[CountResult | None, CountSummary]) -> CountResult | None:
         result, summary = answer
-        self._metrics.record(summary)
+        self._record(summary)
         return result
 
+    def _record(self, summary: CountSummary) -> None:
+        """Metrics never fail a batch that is already durable (as WorkerMetrics.counted)."""
+        try:
+            self._metrics.record(summary)
+        except Exception:
+            log.exception("metrics: recording a counting process's summary failed")
+
     def close(self) -> None:
-        for proc in self._procs:
+        procs, self._procs = self._procs, []  # closing: check() and rebalances stand down
+        for proc in procs:
             with proc.call_lock:
                 try:
-                    self._answered(proc.call(("close",)))
+                    self._answered(proc.call(("close",), self._record))
                 except (OperationalError, RuntimeError) as exc:
                     log.warning("count: closing process %s: %s", proc.index, exc)
             proc.stop()
-        self._procs = []
         self._threads.shutdown(wait=False)
 
 

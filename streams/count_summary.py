@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from streams.bundles import INDEX_BITS
@@ -98,10 +98,12 @@ def summarize(
 
 
 class SummaryRecorder:
-    """A counting observer that keeps what it is told until :meth:`drain` hands it on."""
+    """A counting observer that keeps what it is told until :meth:`drain` hands it on;
+    ``urgent`` gets a failed ClickHouse write at once (with whatever was kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, urgent: Callable[[CountSummary], None] | None = None) -> None:
         self._summary = CountSummary()
+        self._urgent = urgent
 
     def counted(
         self,
@@ -116,6 +118,8 @@ class SummaryRecorder:
 
     def failed(self) -> None:
         self._summary.failures += 1
+        if self._urgent is not None:
+            self._urgent(self.drain())
 
     def drain(self) -> CountSummary:
         summary, self._summary = self._summary, CountSummary()

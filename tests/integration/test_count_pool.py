@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -27,7 +29,8 @@ from streams.count_summary import CountSummary
 from streams.gaps import Fetched
 from streams.lateness import FinalizedWeeks
 from streams.stage_stats import StageTallies
-from tests.support.faults import WEEK, make_events, oracle
+from tests.support.faults import WEEK, make_events, oracle, wait_for
+from tests.support.services import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +118,42 @@ def test_a_dead_counting_process_fails_the_batch_and_names_the_process(
     pool = pool_of(isolated, Summaries())
     try:
         os.kill(pool.pids()[1], signal.SIGKILL)  # its answer never comes: EOF
+        # Even with no batch for its partitions, the worker's watch sees it gone.
+        wait_for(lambda: _raises(pool.check), 10, "check() to see the dead process")
+        with pytest.raises(OperationalError, match=r"counting process 1 \(pid \d+\) exited"):
+            pool.check()
         with pytest.raises(OperationalError, match=r"counting process 1 \(pid \d+\) exited"):
             pool.process(batch)
     finally:
+        pool.close()
+
+
+def _raises(action: Callable[[], object]) -> bool:
+    try:
+        action()
+    except OperationalError:
+        return True
+    return False
+
+
+def test_failed_clickhouse_writes_reach_the_metrics_while_the_batch_still_waits(
+    isolated: Settings,
+) -> None:
+    """A counting process retries ClickHouse until it answers; meanwhile each failure
+    reaches the parent at once, so an outage shows on /metrics while it lasts."""
+    away = isolated.model_copy(
+        update={"clickhouse_port": free_port(), "clickhouse_http_port": free_port()}
+    )
+    batch = delivered(away, make_events(50, seed=13))
+    summaries = Summaries()
+    pool = pool_of(away, summaries)
+    waiting = threading.Thread(target=lambda: _raises(lambda: pool.process(batch)), daemon=True)
+    try:
+        waiting.start()
+        wait_for(lambda: summaries.total.failures >= 2, 30, "failures during the outage")
+        assert waiting.is_alive(), "the batch answered although nothing is durable"
+    finally:
+        for pid in pool.pids():
+            os.kill(pid, signal.SIGKILL)  # the batch fails, as the worker would exit
+        waiting.join(30)
         pool.close()

@@ -139,3 +139,12 @@ def test_weighted_buckets_count_each_value_as_often_as_its_weight(
     expanded = [value for value, n in pairs for _ in range(n)]
     weighted = bucket_counts(buckets, [v for v, _n in pairs], [n for _v, n in pairs])
     assert weighted == bucket_counts(buckets, expanded)
+
+
+def test_a_failed_write_is_handed_on_at_once_with_what_was_kept() -> None:
+    sent: list[CountSummary] = []
+    recorder = SummaryRecorder(urgent=sent.append)
+    recorder.inserted("events", 10, 0.01)
+    recorder.failed()
+    assert [(s.failures, s.inserts) for s in sent] == [(1, [("events", 10, 0.01)])]
+    assert recorder.drain() == CountSummary()
