@@ -141,11 +141,11 @@ class ServiceEvent:
 
     def _fingerprint(self) -> str:
         # Byte for byte ``json.dumps(self.canonical(), ensure_ascii=False,
-        # sort_keys=True)``, the definition stored fingerprints were made with,
-        # spelled out because it runs for every event (tests check the equality).
-        # Built as UTF-8 bytes from pieces: the names that repeat (hall, window,
-        # department, item) are encoded once each (a CJK name costs as much to encode
-        # as to hash), the rest directly. This runs for every event entering hallstats.
+        # sort_keys=True)``, the definition stored fingerprints were made with
+        # (tests/unit/test_events.py checks it for any text), spelled out because it
+        # runs for every event entering hallstats: UTF-8 pieces, the names that repeat
+        # (hall, window, department, item) encoded once each (a CJK name costs as much
+        # to encode as to hash), the rest directly.
         named, text, case, item = _json_utf8, _json_text, self.case_id, self.item_code
         body = b"".join(
             (
