@@ -56,13 +56,9 @@ def _serve(
     settings: Settings, index: int, processes: int, tallies: StageTallies, conn: Connection
 ) -> None:
     """A counting process: requests in order, an answer to each but assign/revoke."""
-    from streams.worker import child_process_setup, fewer_gc_passes
+    from streams.worker import stage_child_setup
 
-    child_process_setup(f"hs-count-{index}")
-    fewer_gc_passes()
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
-    )
+    stage_child_setup(f"hs-count-{index}")
     logging.getLogger("clickhouse_driver").setLevel(logging.WARNING)
     for sig in (signal.SIGINT, signal.SIGTERM):  # the parent says when to stop (a
         signal.signal(sig, signal.SIG_IGN)  # "close" after its batch); dies with it

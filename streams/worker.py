@@ -102,16 +102,22 @@ def child_process_setup(name: str) -> None:
         os._exit(0)
 
 
+def stage_child_setup(name: str) -> None:
+    """A stage's spawned process: named, tied to its parent, GC and logging as the
+    worker's (a spawned interpreter starts with the defaults), pid in every line."""
+    child_process_setup(name)
+    fewer_gc_passes()
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
+    )
+
+
 def run_intake(settings: Settings, tallies: StageTallies, *, child: bool) -> None:
     """Run one intake process until SIGTERM/SIGINT; the current batch finishes first."""
     from streams.intake import Intake
 
     if child:
-        child_process_setup("hs-intake")
-        fewer_gc_passes()  # a spawned interpreter starts with the defaults
-        logging.basicConfig(
-            level=logging.INFO, format="[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"
-        )
+        stage_child_setup("hs-intake")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
