@@ -131,7 +131,8 @@ def bucket_counts(
 
 
 class BatchHistogram(Collector):
-    """A labelled histogram fed a batch at a time (``bisect`` per value, one lock per batch).
+    """A labelled histogram fed bucket counts of a whole batch (:func:`bucket_counts`,
+    made where the batch is counted), one lock per batch.
 
     ``prometheus_client.Histogram.observe`` takes a lock per value; the counting
     stage observes two latencies for every event, which cost more than counting it.
@@ -144,9 +145,6 @@ class BatchHistogram(Collector):
         self._bounds = [*buckets, float("inf")]
         self._series: dict[str, tuple[list[int], list[float]]] = {}
         self._lock = threading.Lock()
-
-    def observe_many(self, label_value: str, values: list[float]) -> None:
-        self.add(label_value, bucket_counts(self._bounds[:-1], values), sum(values))
 
     def add(self, label_value: str, counts: list[int], total: float) -> None:
         """Counts per bucket (as :func:`bucket_counts` makes them) and their sum."""
