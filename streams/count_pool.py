@@ -131,15 +131,15 @@ class _Process:
         return f"counting process {self.index} (pid {self.pid}) exited with {self._proc.exitcode}"
 
     def call(
-        self, message: tuple[Any, ...], interim: Callable[[CountSummary], None]
-    ) -> tuple[CountResult | None, CountSummary]:
-        """Under ``call_lock``: send, wait for the answer (passing interim summaries to
-        ``interim`` meanwhile), raise what the process raised."""
+        self, message: tuple[Any, ...], record: Callable[[CountSummary], None]
+    ) -> CountResult | None:
+        """Under ``call_lock``: send, wait for the answer, raise what the process raised.
+        Every summary it sends, interim ones meanwhile and the answer's, goes to ``record``."""
         try:
             self.tell(message)
             answer = self._conn.recv()
             while answer[0] == "interim":
-                interim(answer[1])
+                record(answer[1])
                 answer = self._conn.recv()
         except (EOFError, OSError) as exc:
             self._proc.join(5)
@@ -152,7 +152,9 @@ class _Process:
             where = f"counting process {self.index}: {text}"
             raise OperationalError(where) if operational else RuntimeError(where)
         _ok, result, summary = answer
-        return result, summary
+        record(summary)
+        found: CountResult | None = result
+        return found
 
     def stop(self, timeout: float = 30.0) -> None:
         self._proc.join(timeout)
@@ -203,8 +205,12 @@ class CountPool:
         if not self._procs:
             return split
         for partition in partitions:
-            split[partition % len(self._procs)].append(partition)
+            split[self._index(partition)].append(partition)
         return split
+
+    def _index(self, partition: int) -> int:
+        """The process that counts ``partition`` (and owns its state slot)."""
+        return partition % len(self._procs)
 
     def assign(self, partitions: Iterable[int]) -> None:
         self._tell("assign", partitions)
@@ -228,13 +234,13 @@ class CountPool:
             raise OperationalError("count: the counting processes are stopped")
         parts: dict[int, list[Fetched]] = defaultdict(list)
         for fetched in delivered:
-            parts[fetched.partition % len(self._procs)].append(fetched)
+            parts[self._index(fetched.partition)].append(fetched)
         versions = dict(self._finalized.versions)
 
         def call(index: int) -> CountResult | None:
             proc = self._procs[index]
             with proc.call_lock:
-                return self._answered(proc.call(("process", parts[index], versions), self._record))
+                return proc.call(("process", parts[index], versions), self._record)
 
         results = list(self._threads.map(call, list(parts)))
         return _sum(r for r in results if r is not None)
@@ -247,17 +253,12 @@ class CountPool:
             if not proc.call_lock.acquire(blocking=False):
                 return None  # counting a batch: not idle
             try:
-                return self._answered(proc.call(("catch_up", versions), self._record))
+                return proc.call(("catch_up", versions), self._record)
             finally:
                 proc.call_lock.release()
 
         results = [r for r in self._threads.map(call, self._procs) if r is not None]
         return _sum(results) if results else None
-
-    def _answered(self, answer: tuple[CountResult | None, CountSummary]) -> CountResult | None:
-        result, summary = answer
-        self._record(summary)
-        return result
 
     def _record(self, summary: CountSummary) -> None:
         """Metrics never fail a batch that is already durable (as WorkerMetrics.counted)."""
@@ -271,7 +272,7 @@ class CountPool:
         for proc in procs:
             with proc.call_lock:
                 try:
-                    self._answered(proc.call(("close",), self._record))
+                    proc.call(("close",), self._record)
                 except (OperationalError, RuntimeError) as exc:
                     log.warning("count: closing process %s: %s", proc.index, exc)
             proc.stop()
